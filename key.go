@@ -1,0 +1,222 @@
+package keypool
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"net/url"
+	"strings"
+)
+
+// Key describes one API key and the limits that apply to it.
+//
+// Zero values mean: Name is the masked secret, the key is its own account,
+// requests go to the URL the client asked for, Weight is 1, every model is
+// served, and there is no RPM, TPM or in-flight limit.
+type Key struct {
+	// Secret is the API key itself. It is sent only to the key's host and
+	// never appears in errors, logs, Stats or String.
+	Secret string
+	// Name identifies the key in Stats and errors. It defaults to the
+	// masked secret, such as "sk-…abcd".
+	Name string
+	// Account groups keys that share limits and billing: a 402 or an
+	// exhausted quota disables every key of the account, a 429 cools the
+	// whole account down, and RPM, TPM and MaxConcurrent apply to the
+	// account as a whole. Keys of one account must not declare
+	// different non-zero limits.
+	Account string
+	// BaseURL, when set, is where this key's requests go: its scheme and
+	// host replace the request's, and its path is prepended to the
+	// request's path ("https://openrouter.ai/api" turns
+	// "/v1/chat/completions" into "/api/v1/chat/completions").
+	BaseURL string
+	// Weight is the key's share of traffic relative to the other keys.
+	Weight float64
+	// Models, when not empty, lists the only models this key serves, as
+	// named in the request body's "model" field.
+	Models []string
+	// RPM limits requests per minute.
+	RPM int
+	// TPM limits tokens per minute, reserved from an estimate before each
+	// request.
+	TPM int
+	// MaxConcurrent limits requests in flight; a streaming response holds
+	// its slot until the caller closes its body.
+	MaxConcurrent int
+}
+
+// String returns the key's name and limits, never its secret.
+func (k Key) String() string {
+	name := k.Name
+	if name == "" {
+		name = maskSecret(k.Secret)
+	}
+	return fmt.Sprintf("keypool.Key{%s weight=%g rpm=%d tpm=%d max=%d}", name, k.Weight, k.RPM, k.TPM, k.MaxConcurrent)
+}
+
+// GoString keeps %#v from printing the secret.
+func (k Key) GoString() string { return k.String() }
+
+// maskSecret returns a form of secret that is safe to show: its prefix up
+// to the last dash among its first 8 bytes and its last 4 bytes, as in
+// "sk-…abcd". A secret too short to hide anything that way is shown as
+// its prefix and a short digest instead, so that two short keys still get
+// different names.
+func maskSecret(secret string) string {
+	prefix := ""
+	if i := strings.LastIndexByte(secret[:min(len(secret), 8)], '-'); i >= 0 {
+		prefix = secret[:i+1]
+	}
+	if len(secret)-len(prefix) >= 12 {
+		return prefix + "…" + secret[len(secret)-4:]
+	}
+	sum := sha256.Sum256([]byte(secret))
+	return prefix + "…#" + hex.EncodeToString(sum[:2])
+}
+
+// validateKeys checks keys and returns them normalized: default names and
+// weights filled in, and each account's limits gathered. Its errors name a
+// key by its position and masked form, never by its secret.
+func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
+	if len(keys) == 0 {
+		return nil, nil, ErrNoKeys
+	}
+	out := make([]Key, len(keys))
+	secrets := make(map[string]int, len(keys))
+	names := make(map[string]int, len(keys))
+	accounts := make(map[string]accountLimits)
+	accountOwner := make(map[string]int)
+	for i, k := range keys {
+		bad := func(format string, args ...any) error {
+			return &ConfigError{Index: i, Key: k.label(), Problem: fmt.Sprintf(format, args...)}
+		}
+		switch {
+		case k.Secret == "":
+			return nil, nil, bad("Secret is empty")
+		case strings.IndexFunc(k.Secret, isSpaceOrControl) >= 0:
+			return nil, nil, bad("Secret contains white space or control characters (a stray newline from a file or variable?)")
+		case math.IsNaN(k.Weight) || math.IsInf(k.Weight, 0):
+			return nil, nil, bad("Weight is %v; want a finite number", k.Weight)
+		case k.Weight < 0:
+			return nil, nil, bad("Weight is %g; want 0 (meaning 1) or more", k.Weight)
+		case k.RPM < 0:
+			return nil, nil, bad("RPM is %d; want 0 (no limit) or more", k.RPM)
+		case k.TPM < 0:
+			return nil, nil, bad("TPM is %d; want 0 (no limit) or more", k.TPM)
+		case k.MaxConcurrent < 0:
+			return nil, nil, bad("MaxConcurrent is %d; want 0 (no limit) or more", k.MaxConcurrent)
+		}
+		if j, dup := secrets[k.Secret]; dup {
+			return nil, nil, bad("Secret duplicates key #%d", j)
+		}
+		secrets[k.Secret] = i
+		if k.BaseURL != "" {
+			if err := checkBaseURL(k.BaseURL); err != nil {
+				return nil, nil, bad("BaseURL: %v", err)
+			}
+		}
+		for _, m := range k.Models {
+			if strings.TrimSpace(m) == "" {
+				return nil, nil, bad("Models contains an empty name")
+			}
+		}
+		if k.Weight == 0 {
+			k.Weight = 1
+		}
+		if k.Name == "" {
+			k.Name = maskSecret(k.Secret)
+			for n := 2; ; n++ { // two secrets may share their last 4 bytes
+				if _, taken := names[k.Name]; !taken {
+					break
+				}
+				k.Name = fmt.Sprintf("%s(%d)", maskSecret(k.Secret), n)
+			}
+		} else if j, dup := names[k.Name]; dup {
+			return nil, nil, bad("Name %q is already used by key #%d", k.Name, j)
+		}
+		names[k.Name] = i
+		if k.Account != "" {
+			lim := limitsOf(k)
+			prev, seen := accounts[k.Account]
+			merged, err := prev.merge(lim)
+			if err != nil {
+				return nil, nil, bad("Account %q: %v declared by key #%d", k.Account, err, accountOwner[k.Account])
+			}
+			if !seen {
+				accountOwner[k.Account] = i
+			}
+			accounts[k.Account] = merged
+		}
+		out[i] = k
+	}
+	return out, accounts, nil
+}
+
+// label names a key in an error: its Name if set, else its masked secret.
+func (k Key) label() string {
+	if k.Name != "" {
+		return k.Name
+	}
+	if k.Secret == "" {
+		return "(empty secret)"
+	}
+	return maskSecret(k.Secret)
+}
+
+func isSpaceOrControl(r rune) bool {
+	return r <= ' ' || r == 0x7f || r == 0x85 || r == 0xa0 || r == 0x2028 || r == 0x2029
+}
+
+// checkBaseURL accepts an absolute http or https URL without credentials,
+// query or fragment.
+func checkBaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("cannot parse %q", raw)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: scheme must be http or https", raw)
+	case u.Host == "":
+		return fmt.Errorf("%q: no host", raw)
+	case u.User != nil:
+		return fmt.Errorf("scheme://user@host form is not allowed; credentials belong in Secret")
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q: query and fragment are not allowed", raw)
+	}
+	return nil
+}
+
+// accountLimits are the limits an account's keys share.
+type accountLimits struct {
+	RPM, TPM, MaxConcurrent int
+}
+
+func limitsOf(k Key) accountLimits {
+	return accountLimits{RPM: k.RPM, TPM: k.TPM, MaxConcurrent: k.MaxConcurrent}
+}
+
+// merge combines the limits declared by two keys of one account: a zero
+// takes the other's value, two different non-zero values are an error.
+func (a accountLimits) merge(b accountLimits) (accountLimits, error) {
+	pick := func(field string, x, y int) (int, error) {
+		if x != 0 && y != 0 && x != y {
+			return 0, fmt.Errorf("%s %d differs from %d", field, y, x)
+		}
+		return max(x, y), nil
+	}
+	var err error
+	var out accountLimits
+	if out.RPM, err = pick("RPM", a.RPM, b.RPM); err != nil {
+		return a, err
+	}
+	if out.TPM, err = pick("TPM", a.TPM, b.TPM); err != nil {
+		return a, err
+	}
+	if out.MaxConcurrent, err = pick("MaxConcurrent", a.MaxConcurrent, b.MaxConcurrent); err != nil {
+		return a, err
+	}
+	return out, nil
+}

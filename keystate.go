@@ -1,0 +1,119 @@
+package keypool
+
+import (
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// keyState is one key's configuration and live state.
+type keyState struct {
+	name   string
+	secret string
+	// The values of the auth headers, built once; their capacity is
+	// their length, so an append by anyone copies rather than writes here.
+	bearerHeader []string
+	secretHeader []string
+	account      accountState
+	acctKey      string              // the Account name, "" for a key on its own
+	target       *url.URL            // from Key.BaseURL; nil sends to the request's URL
+	models       map[string]struct{} // nil serves every model
+	weight       float64
+	limits       accountLimits
+
+	inflight atomic.Int64
+	// proven is set once the key has answered (any status but 401/403 and
+	// provider failures). Until then it gets one request at a time, so a
+	// revoked key costs one failed request, not a burst.
+	proven       atomic.Bool
+	offUntil     atomic.Int64 // disabled until, unix nanoseconds
+	ejectedUntil atomic.Int64 // circuit breaker open until
+	failsInRow   atomic.Int32
+
+	requests    atomic.Int64
+	successes   atomic.Int64
+	rateLimited atomic.Int64
+	failures    atomic.Int64
+}
+
+// disabledForever marks a key or account disabled until Pool.Enable.
+const disabledForever = int64(1<<63 - 1)
+
+func newKeyState(k Key, acct accountState, lim accountLimits) *keyState {
+	ks := &keyState{
+		name:         k.Name,
+		secret:       k.Secret,
+		bearerHeader: []string{"Bearer " + k.Secret}[:1:1],
+		secretHeader: []string{k.Secret}[:1:1],
+		account:      acct,
+		acctKey:      k.Account,
+		weight:       k.Weight,
+		limits:       lim,
+	}
+	if k.BaseURL != "" {
+		ks.target, _ = url.Parse(k.BaseURL) // validated by New
+	}
+	if len(k.Models) > 0 {
+		ks.models = make(map[string]struct{}, len(k.Models))
+		for _, m := range k.Models {
+			ks.models[m] = struct{}{}
+		}
+	}
+	return ks
+}
+
+// serves reports whether the key may ever serve r.
+func (k *keyState) serves(r *acquireRequest) bool {
+	if k.models != nil {
+		if _, ok := k.models[r.model]; !ok {
+			return false
+		}
+	}
+	if r.host != "" && k.host(r.origin) != r.host {
+		return false
+	}
+	return true
+}
+
+// host is where the key's secret may go: its BaseURL's host, or for a key
+// without one the host the caller's request was for.
+func (k *keyState) host(origin string) string {
+	if k.target != nil {
+		return k.target.Host
+	}
+	return origin
+}
+
+// blockedUntil is the time until which the key may not be used at all, in
+// unix nanoseconds, or 0.
+func (k *keyState) blockedUntil() int64 {
+	return max(k.offUntil.Load(), k.ejectedUntil.Load(), k.account.blockedUntil())
+}
+
+// tryTake claims a slot on the key for a request needing tokens. When it
+// cannot, readyAt is when it might (unix nanoseconds), or 0 if it waits
+// for a request in flight to finish.
+func (k *keyState) tryTake(now time.Time, tokens int) (ok bool, readyAt int64) {
+	if at := k.blockedUntil(); at > now.UnixNano() {
+		return false, at
+	}
+	if k.proven.Load() {
+		k.inflight.Add(1)
+	} else if !k.inflight.CompareAndSwap(0, 1) {
+		return false, 0
+	}
+	if ok, at := k.account.take(now, tokens); !ok {
+		k.inflight.Add(-1)
+		if at.IsZero() {
+			return false, 0
+		}
+		return false, at.UnixNano()
+	}
+	return true, 0
+}
+
+// put returns a slot claimed by tryTake.
+func (k *keyState) put() {
+	k.account.put()
+	k.inflight.Add(-1)
+}

@@ -1,0 +1,350 @@
+package keypool
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pool is a weighted pool of API keys with per-key and per-account limits.
+// It is safe for concurrent use. Requests reach it through a Transport.
+type Pool struct {
+	cfg   poolConfig
+	clock clock
+
+	snap   atomic.Pointer[snapshot]
+	cursor atomic.Uint64 // position on the selection cycle
+
+	// nwait counts queued waiters. While it is non-zero, new requests
+	// queue behind them (FIFO), and releases wake the queue.
+	nwait atomic.Int64
+
+	mu        sync.Mutex // guards the fields below
+	waiters   list.List  // of *waiter, oldest first
+	timerAt   int64      // when the wake-up timer fires, unix nanoseconds
+	stopTimer func() bool
+}
+
+// snapshot is an immutable view of the keys; reconfiguration swaps in a
+// new one so that picking never takes a lock.
+type snapshot struct {
+	keys     []*keyState
+	schedule []int32 // see buildSchedule
+	byName   map[string]*keyState
+	// filtersModels is set when some key serves only some models, so that
+	// requests must carry their model.
+	filtersModels bool
+	// countsTokens is set when some account has a TPM limit, so that
+	// requests must carry a token estimate.
+	countsTokens bool
+}
+
+func newSnapshot(keys []*keyState) *snapshot {
+	s := &snapshot{keys: keys, byName: make(map[string]*keyState, len(keys))}
+	weights := make([]float64, len(keys))
+	for i, k := range keys {
+		weights[i] = k.weight
+		s.byName[k.name] = k
+		s.filtersModels = s.filtersModels || k.models != nil
+		s.countsTokens = s.countsTokens || k.limits.TPM > 0
+	}
+	s.schedule = buildSchedule(weights)
+	return s
+}
+
+// New returns a pool of keys. It checks every key and reports the first
+// problem with an error that names the key by position and masked form:
+// no keys, an empty or duplicate secret, a negative, NaN or infinite
+// weight, a negative limit, a malformed BaseURL, or keys of one Account
+// that declare different limits.
+func New(keys []Key, opts ...Option) (*Pool, error) {
+	cfg := defaultPoolConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	normalized, accountLimits, err := validateKeys(keys)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{cfg: cfg, clock: cfg.clock}
+	now := p.clock.Now()
+	accounts := make(map[string]accountState)
+	states := make([]*keyState, len(normalized))
+	for i, k := range normalized {
+		lim := limitsOf(k)
+		var acct accountState
+		if k.Account == "" {
+			acct = newLocalAccount(k.Name, lim, now)
+		} else {
+			lim = accountLimits[k.Account]
+			if acct = accounts[k.Account]; acct == nil {
+				acct = newLocalAccount(k.Account, lim, now)
+				accounts[k.Account] = acct
+			}
+		}
+		states[i] = newKeyState(k, acct, lim)
+	}
+	p.snap.Store(newSnapshot(states))
+	return p, nil
+}
+
+// acquireRequest is what a request needs from a key.
+type acquireRequest struct {
+	model  string
+	tokens int
+	// host, when set, admits only keys whose secret may go to that host
+	// (a redirect); origin is the host of the caller's first request.
+	host, origin string
+	tried        []*keyState // keys already tried, avoided while others remain
+}
+
+func (r *acquireRequest) hasTried(k *keyState) bool {
+	for _, t := range r.tried {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
+
+// blocked says why no key could be taken.
+type blocked struct {
+	possible bool  // some key could serve the request at some point
+	busy     bool  // some key is waiting only for a request in flight to end
+	earliest int64 // earliest time some key is free, unix nanoseconds; 0 if none
+}
+
+func (b *blocked) note(readyAt int64) {
+	if readyAt == 0 {
+		b.busy = true
+	} else if b.earliest == 0 || readyAt < b.earliest {
+		b.earliest = readyAt
+	}
+}
+
+// fastProbes is how many slots of the cycle a pick tries before it falls
+// back to scanning every key.
+const fastProbes = 16
+
+// pick takes a key for r without waiting. It walks the weighted cycle
+// from the shared cursor, skipping keys that cannot serve r or were
+// tried; if the first few slots give nothing it scans every key, and at
+// last falls back to keys already tried.
+func (p *Pool) pick(r *acquireRequest) (*keyState, blocked) {
+	s := p.snap.Load()
+	now := p.clock.Now()
+	var b blocked
+	n := uint64(len(s.schedule))
+	start := p.cursor.Add(1)
+	for i := range min(n, fastProbes) {
+		k := s.keys[s.schedule[(start+i)%n]]
+		if !k.serves(r) || r.hasTried(k) {
+			continue
+		}
+		if ok, _ := k.tryTake(now, r.tokens); ok {
+			return k, b
+		}
+	}
+	nk := uint64(len(s.keys))
+	for i := range nk {
+		k := s.keys[(start+i)%nk]
+		if !k.serves(r) {
+			continue
+		}
+		b.possible = true
+		if r.hasTried(k) {
+			continue
+		}
+		ok, at := k.tryTake(now, r.tokens)
+		if ok {
+			return k, b
+		}
+		b.note(at)
+	}
+	for _, k := range r.tried {
+		if s.byName[k.name] != k || !k.serves(r) {
+			continue // removed since, or not for this request
+		}
+		ok, at := k.tryTake(now, r.tokens)
+		if ok {
+			return k, b
+		}
+		b.note(at)
+	}
+	return nil, b
+}
+
+// acquire takes a key for r, waiting in FIFO order for one to free up,
+// bounded by ctx and the pool's maximum wait.
+func (p *Pool) acquire(ctx context.Context, r *acquireRequest) (*lease, error) {
+	if p.nwait.Load() == 0 {
+		k, b := p.pick(r)
+		if k != nil {
+			return p.newLease(k, r.tokens), nil
+		}
+		if !b.possible {
+			return nil, ErrNoKeyAvailable
+		}
+	}
+	return p.wait(ctx, r)
+}
+
+func (p *Pool) newLease(k *keyState, tokens int) *lease {
+	k.requests.Add(1)
+	return &lease{pool: p, key: k, tokens: tokens}
+}
+
+// waiter is a request queued for a key.
+type waiter struct {
+	req      *acquireRequest
+	start    time.Time
+	deadline int64 // unix nanoseconds
+	earliest int64 // earliest time a key frees up, as last seen
+	grant    chan grant
+	elem     *list.Element // nil once out of the queue
+}
+
+type grant struct {
+	lease *lease
+	err   error
+}
+
+func (p *Pool) wait(ctx context.Context, r *acquireRequest) (*lease, error) {
+	start := p.clock.Now()
+	w := &waiter{req: r, start: start, deadline: start.Add(p.cfg.maxWait).UnixNano(), grant: make(chan grant, 1)}
+	if d, ok := ctx.Deadline(); ok && d.UnixNano() < w.deadline {
+		w.deadline = d.UnixNano()
+	}
+	p.mu.Lock()
+	w.elem = p.waiters.PushBack(w)
+	p.nwait.Add(1)
+	p.dispatchLocked()
+	p.mu.Unlock()
+
+	expired := make(chan struct{})
+	stop := p.clock.AfterFunc(p.cfg.maxWait, func() { close(expired) })
+	defer stop()
+	var reason error
+	select {
+	case g := <-w.grant:
+		return g.lease, g.err
+	case <-ctx.Done():
+		reason = ctx.Err()
+	case <-expired:
+		reason = ErrWaitTimeout
+	}
+	p.mu.Lock()
+	if w.elem != nil {
+		p.waiters.Remove(w.elem)
+		w.elem = nil
+		p.nwait.Add(-1)
+		p.mu.Unlock()
+	} else { // served while giving up
+		p.mu.Unlock()
+		g := <-w.grant
+		if g.lease != nil && ctx.Err() == nil {
+			return g.lease, nil
+		}
+		if g.lease != nil {
+			g.lease.release()
+		}
+	}
+	e := &WaitError{Waited: p.clock.Now().Sub(start), Err: reason}
+	if w.earliest > 0 {
+		e.Earliest = time.Unix(0, w.earliest)
+	}
+	return nil, e
+}
+
+// pollInterval bounds how long waiters sleep without a check, should a
+// slot free up in a way that wakes nobody (a pick that backs out of a slot
+// it briefly held).
+const pollInterval = 100 * time.Millisecond
+
+// wake serves queued waiters if there are any; releases call it.
+func (p *Pool) wake() {
+	if p.nwait.Load() == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.dispatchLocked()
+	p.mu.Unlock()
+}
+
+// dispatchLocked serves waiters in arrival order until one cannot be
+// served, then arms a timer for the earliest time a key frees up. Waiters
+// that no key could ever serve, or that no key frees up for before their
+// deadline, are failed at once rather than left to time out.
+func (p *Pool) dispatchLocked() {
+	now := p.clock.Now()
+	filters := p.snap.Load().filtersModels
+	var next int64 // when to look again
+	for e := p.waiters.Front(); e != nil; {
+		w := e.Value.(*waiter)
+		following := e.Next()
+		k, b := p.pick(w.req)
+		switch {
+		case k != nil:
+			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens)})
+		case !b.possible:
+			p.serveLocked(w, grant{err: ErrNoKeyAvailable})
+		case !b.busy && b.earliest > w.deadline:
+			w.earliest = b.earliest
+			p.serveLocked(w, grant{err: &WaitError{
+				Waited: now.Sub(w.start), Earliest: time.Unix(0, b.earliest), Err: ErrWaitTimeout}})
+		default:
+			w.earliest = b.earliest
+			at := b.earliest
+			if b.busy || at == 0 {
+				at = now.Add(pollInterval).UnixNano()
+			}
+			if next == 0 || at < next {
+				next = at
+			}
+			if !filters {
+				// Strict FIFO: the ones behind want the same keys.
+				following = nil
+			}
+		}
+		e = following
+	}
+	p.armTimerLocked(now, next)
+}
+
+func (p *Pool) serveLocked(w *waiter, g grant) {
+	p.waiters.Remove(w.elem)
+	w.elem = nil
+	p.nwait.Add(-1)
+	w.grant <- g
+}
+
+// armTimerLocked makes sure dispatch runs again at the latest at t (unix
+// nanoseconds); t == 0 with no waiters stops the timer.
+func (p *Pool) armTimerLocked(now time.Time, t int64) {
+	if p.waiters.Len() == 0 || t == 0 {
+		if p.stopTimer != nil && p.waiters.Len() == 0 {
+			p.stopTimer()
+			p.stopTimer, p.timerAt = nil, 0
+		}
+		return
+	}
+	if p.stopTimer != nil && p.timerAt <= t {
+		return
+	}
+	if p.stopTimer != nil {
+		p.stopTimer()
+	}
+	p.timerAt = t
+	p.stopTimer = p.clock.AfterFunc(time.Duration(t-now.UnixNano()), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.timerAt == t { // not replaced by an earlier timer since
+			p.stopTimer, p.timerAt = nil, 0
+		}
+		p.dispatchLocked()
+	})
+}
