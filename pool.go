@@ -139,9 +139,13 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, blocked) {
 	now := p.clock.Now()
 	var b blocked
 	n := uint64(len(s.schedule))
-	start := p.cursor.Add(1)
-	for i := range min(n, fastProbes) {
-		k := s.keys[s.schedule[(start+i)%n]]
+	// Each probe takes the next slot of the shared cycle, so that skipped
+	// keys leave the others their shares rather than handing their own
+	// share to whichever key follows them on the cycle.
+	var start uint64
+	for range min(n, fastProbes) {
+		start = p.cursor.Add(1)
+		k := s.keys[s.schedule[start%n]]
 		if !k.serves(r) || r.hasTried(k) {
 			continue
 		}

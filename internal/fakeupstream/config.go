@@ -1,0 +1,89 @@
+// Package fakeupstream is a loopback OpenAI-compatible server that behaves
+// like real LLM providers under load, for keypool's tests, demo and
+// benchmarks.
+//
+// In DeepSeek mode an account caps requests in flight and answers any
+// request over the cap with an immediate 429 that carries no Retry-After
+// and no rate-limit headers. In OpenAI mode an account has RPM and TPM
+// buckets, reports them in x-ratelimit-* headers, and answers 429 with
+// Retry-After when one is empty. Keys can be revoked (401), out of balance
+// (402) or out of quota (429 insufficient_quota); accounts can have
+// outages in set time windows; random 5xx and connection resets can be
+// injected; streams are sent as SSE with keep-alive comments and usage in
+// the final chunk. Randomness comes from one seeded source.
+package fakeupstream
+
+import "time"
+
+// Mode selects how accounts are limited and how 429s look.
+type Mode int
+
+const (
+	// DeepSeek: a cap on requests in flight per account; 429 at once when
+	// over it, with no Retry-After and no rate-limit headers.
+	DeepSeek Mode = iota
+	// OpenAI: RPM and TPM buckets per account, x-ratelimit-* headers on
+	// every answer, Retry-After on 429.
+	OpenAI
+)
+
+// Fault is a permanent condition of a key.
+type Fault int
+
+const (
+	FaultNone      Fault = iota
+	FaultRevoked         // 401 invalid_api_key
+	FaultNoBalance       // 402 Insufficient Balance (DeepSeek)
+	FaultQuota           // 429 insufficient_quota (OpenAI)
+	FaultForbidden       // 403
+)
+
+// Account is the limits of one account.
+type Account struct {
+	// MaxInFlight caps requests in flight (DeepSeek mode); 0 means none.
+	MaxInFlight int
+	// RPM and TPM size the buckets (OpenAI mode); 0 means none.
+	RPM, TPM int
+}
+
+// Key is how the server treats one secret.
+type Key struct {
+	// Account names the key's account; "" makes the key its own account.
+	Account string
+	Fault   Fault
+}
+
+// Outage makes an account fail from Start to End after the server
+// starts: with Status (such as 503), or by resetting the connection when
+// Status is 0.
+type Outage struct {
+	Account    string
+	Start, End time.Duration
+	Status     int
+}
+
+// Config describes the simulated provider.
+type Config struct {
+	Mode     Mode
+	Accounts map[string]Account
+	// Keys maps secrets to their behaviour; any other secret gets a 401.
+	Keys    map[string]Key
+	Outages []Outage
+
+	// Latency is how long a non-streamed answer takes, plus up to Jitter.
+	Latency, Jitter time.Duration
+	// ErrorRate is the share of requests answered 500; ResetRate the share
+	// whose connection is reset before any answer.
+	ErrorRate, ResetRate float64
+
+	// StreamKeepAlives is how many ": keep-alive" comments a stream sends
+	// before its first data frame, KeepAliveEvery apart; StreamChunks is how
+	// many content chunks follow, ChunkEvery apart.
+	StreamKeepAlives int
+	KeepAliveEvery   time.Duration
+	StreamChunks     int
+	ChunkEvery       time.Duration
+
+	// Seed seeds the server's random source.
+	Seed uint64
+}
