@@ -18,24 +18,26 @@ type replayBody struct {
 	buf     []byte // the whole body, when it had to be read
 }
 
-func newReplayBody(req *http.Request, limit int64) (*replayBody, error) {
+// init prepares b for req's body. On error the caller's body is closed.
+func (b *replayBody) init(req *http.Request, limit int64) error {
 	if req.Body == nil || req.Body == http.NoBody {
-		return &replayBody{}, nil
+		return nil
 	}
 	if req.GetBody != nil {
-		return &replayBody{first: req.Body, getBody: req.GetBody}, nil
+		b.first, b.getBody = req.Body, req.GetBody
+		return nil
 	}
 	defer req.Body.Close()
 	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("keypool: reading request body: %w", err)
+		return fmt.Errorf("keypool: reading request body: %w", err)
 	}
 	if int64(len(buf)) > limit {
-		return nil, fmt.Errorf("%w: more than %d bytes and no GetBody to re-read it; set Request.GetBody or raise WithMaxBodyBytes", ErrBodyTooLarge, limit)
+		return fmt.Errorf("%w: more than %d bytes and no GetBody to re-read it; set Request.GetBody or raise WithMaxBodyBytes", ErrBodyTooLarge, limit)
 	}
-	b := &replayBody{buf: buf}
+	b.buf = buf
 	b.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return b, nil
+	return nil
 }
 
 // next returns the body for one attempt, nil for a request without one.

@@ -86,6 +86,7 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 	out := make([]Key, len(keys))
 	secrets := make(map[string]int, len(keys))
 	names := make(map[string]int, len(keys))
+	maskUses := make(map[string]int) // how many keys were numbered after a mask
 	accounts := make(map[string]accountLimits)
 	accountOwner := make(map[string]int)
 	for i, k := range keys {
@@ -126,12 +127,15 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 			k.Weight = 1
 		}
 		if k.Name == "" {
-			k.Name = maskSecret(k.Secret)
-			for n := 2; ; n++ { // two secrets may share their last 4 bytes
+			// Secrets may share their last 4 bytes: number the masks.
+			mask := maskSecret(k.Secret)
+			k.Name = mask
+			for {
 				if _, taken := names[k.Name]; !taken {
 					break
 				}
-				k.Name = fmt.Sprintf("%s(%d)", maskSecret(k.Secret), n)
+				maskUses[mask]++
+				k.Name = fmt.Sprintf("%s(%d)", mask, maskUses[mask]+1)
 			}
 		} else if j, dup := names[k.Name]; dup {
 			return nil, nil, bad("Name %q is already used by key #%d", k.Name, j)

@@ -122,3 +122,25 @@ func TestDefaultsAndAccounts(t *testing.T) {
 		t.Errorf("default weight %v", s.keys[0].weight)
 	}
 }
+
+func TestManyKeysWithOneMaskGetNumberedNames(t *testing.T) {
+	keys := make([]Key, 3000)
+	for i := range keys {
+		keys[i] = Key{Secret: fmt.Sprintf("sk-%06d-0123456789abcdef", i)}
+	}
+	keys[5].Name = "sk-…cdef(7)" // an explicit name that a number would take
+	p, err := New(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, st := range p.Stats() {
+		if seen[st.Name] {
+			t.Fatalf("name %q given twice", st.Name)
+		}
+		seen[st.Name] = true
+	}
+	if !seen["sk-…cdef"] || !seen["sk-…cdef(2)"] || !seen["sk-…cdef(3000)"] {
+		t.Errorf("names not numbered 2..n")
+	}
+}

@@ -204,7 +204,7 @@ func (p *Pool) newLease(k *keyState, tokens int) *lease {
 
 // waiter is a request queued for a key.
 type waiter struct {
-	req      *acquireRequest
+	req      acquireRequest // a copy, so that callers' requests stay on their stacks
 	start    time.Time
 	deadline int64 // unix nanoseconds
 	earliest int64 // earliest time a key frees up, as last seen
@@ -219,7 +219,7 @@ type grant struct {
 
 func (p *Pool) wait(ctx context.Context, r *acquireRequest) (*lease, error) {
 	start := p.clock.Now()
-	w := &waiter{req: r, start: start, deadline: start.Add(p.cfg.maxWait).UnixNano(), grant: make(chan grant, 1)}
+	w := &waiter{req: *r, start: start, deadline: start.Add(p.cfg.maxWait).UnixNano(), grant: make(chan grant, 1)}
 	if d, ok := ctx.Deadline(); ok && d.UnixNano() < w.deadline {
 		w.deadline = d.UnixNano()
 	}
@@ -290,7 +290,7 @@ func (p *Pool) dispatchLocked() {
 	for e := p.waiters.Front(); e != nil; {
 		w := e.Value.(*waiter)
 		following := e.Next()
-		k, b := p.pick(w.req)
+		k, b := p.pick(&w.req)
 		switch {
 		case k != nil:
 			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens)})

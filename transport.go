@@ -71,8 +71,8 @@ const drainBytes = 64 << 10
 // response, so clients report the upstream's own error; it returns an
 // *AttemptsError only when there is no response to return.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	body, err := newReplayBody(req, t.maxBodyBytes)
-	if err != nil {
+	var body replayBody
+	if err := body.init(req, t.maxBodyBytes); err != nil {
 		return nil, err
 	}
 	ctx := req.Context()
@@ -96,7 +96,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		l, err := t.pool.acquire(ctx, &ar)
 		if err != nil {
 			if redirect && errors.Is(err, ErrNoKeyAvailable) {
-				return t.sendWithoutKey(req, body)
+				return t.sendWithoutKey(req, &body)
 			}
 			body.close()
 			if last != nil && ctx.Err() == nil {
@@ -104,7 +104,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, &AttemptsError{Attempts: attempts, Err: err}
 		}
-		resp, err := t.send(req, l.key, body, redirect)
+		resp, err := t.send(req, l.key, &body, redirect)
 		if err != nil && ctx.Err() != nil {
 			l.release()
 			attempts = append(attempts, Attempt{Key: l.key.name, Err: err})
@@ -123,7 +123,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			status = resp.StatusCode
 		}
 		t.pool.report(l.key, o, status)
-		attempts = append(attempts, Attempt{Key: l.key.name, Status: status, Err: err})
 
 		if o.Retry == RetryNo || n >= t.maxAttempts {
 			if resp != nil {
@@ -133,8 +132,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if last != nil {
 				return last, nil
 			}
+			attempts = append(attempts, Attempt{Key: l.key.name, Err: err})
 			return nil, &AttemptsError{Attempts: attempts, Err: err}
 		}
+		attempts = append(attempts, Attempt{Key: l.key.name, Status: status, Err: err})
 		if resp != nil {
 			last = keepForLater(resp, peek, req)
 		}
@@ -249,29 +250,9 @@ func handOver(resp *http.Response, req *http.Request, l *lease) *http.Response {
 		l.release()
 		return resp
 	}
-	resp.Body = &leasedBody{rc: resp.Body, lease: l}
+	l.body = resp.Body
+	resp.Body = l
 	return resp
-}
-
-// leasedBody releases its lease when the body is read to its end, fails,
-// or is closed, whichever comes first.
-type leasedBody struct {
-	rc    io.ReadCloser
-	lease *lease
-}
-
-func (b *leasedBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	if err != nil {
-		b.lease.release()
-	}
-	return n, err
-}
-
-func (b *leasedBody) Close() error {
-	err := b.rc.Close()
-	b.lease.release()
-	return err
 }
 
 // peekBody reads up to limit bytes of resp's body and puts them back in

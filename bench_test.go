@@ -1,0 +1,266 @@
+package keypool
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keypool/keypool/internal/fakeupstream"
+)
+
+// stubBase answers every request at once with a 200 and an empty body,
+// so that benchmarks measure keypool and nothing else.
+type stubBase struct{}
+
+var stubHeader = http.Header{"Content-Type": {"application/json"}}
+
+func (stubBase) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{StatusCode: 200, Header: stubHeader, Body: http.NoBody, Request: req}, nil
+}
+
+// emptyBody is a body that reads as empty and can be reused; NoBody
+// would make keypool release the lease before the caller closes.
+type emptyBody struct{}
+
+func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (emptyBody) Close() error             { return nil }
+
+type stubBodyBase struct{}
+
+func (stubBodyBase) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{StatusCode: 200, Header: stubHeader, Body: emptyBody{}, Request: req}, nil
+}
+
+func benchKeys(n int) []Key {
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i] = Key{Secret: fmt.Sprintf("sk-bench-%06d-0123456789abcdef", i), MaxConcurrent: 1 << 20}
+	}
+	return keys
+}
+
+// newGoOpenAIStyleRequest builds a request the way go-openai does: a
+// bytes.Buffer body, so net/http sets GetBody.
+func newGoOpenAIStyleRequest(b *testing.B) *http.Request {
+	req, err := http.NewRequest(http.MethodPost, "https://api.deepseek.com/v1/chat/completions",
+		bytes.NewBufferString(`{"model":"deepseek-chat","messages":[{"role":"user","content":"hello"}]}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer placeholder")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	return req
+}
+
+var keyCounts = []int{1, 10, 100, 1000, 10000}
+
+// BenchmarkBase is the stub alone: subtract it from BenchmarkTransport to
+// get keypool's own cost.
+func BenchmarkBase(b *testing.B) {
+	req := newGoOpenAIStyleRequest(b)
+	base := stubBodyBase{}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, _ := base.RoundTrip(req)
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkTransport is one request through keypool over the stub, the
+// response body closed, at several pool sizes, serial and parallel.
+func BenchmarkTransport(b *testing.B) {
+	for _, n := range keyCounts {
+		p, err := New(benchKeys(n))
+		if err != nil {
+			b.Fatal(err)
+		}
+		proveAll(p)
+		tr := NewTransport(p, WithBase(stubBodyBase{}))
+		b.Run(fmt.Sprintf("keys=%d/serial", n), func(b *testing.B) {
+			req := newGoOpenAIStyleRequest(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+		})
+		b.Run(fmt.Sprintf("keys=%d/parallel", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := newGoOpenAIStyleRequest(b)
+				for pb.Next() {
+					resp, err := tr.RoundTrip(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkAcquireRelease is selection and lease alone.
+func BenchmarkAcquireRelease(b *testing.B) {
+	for _, n := range keyCounts {
+		p, err := New(benchKeys(n))
+		if err != nil {
+			b.Fatal(err)
+		}
+		proveAll(p)
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				r := &acquireRequest{}
+				for pb.Next() {
+					l, err := p.acquire(ctx, r)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					l.release()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkEndToEnd sends chat completions over loopback to the simulator
+// (no latency, no limits), through keypool and through a bare
+// http.Transport, with the same parallel callers.
+func BenchmarkEndToEnd(b *testing.B) {
+	secrets := make([]string, 10)
+	keys := make([]Key, len(secrets))
+	simKeys := map[string]fakeupstream.Key{}
+	for i := range secrets {
+		secrets[i] = fmt.Sprintf("sk-e2e-%02d-0123456789abcdef", i)
+		keys[i] = Key{Secret: secrets[i]}
+		simKeys[secrets[i]] = fakeupstream.Key{}
+	}
+	sim := fakeupstream.New(fakeupstream.Config{Keys: simKeys})
+	defer sim.Close()
+	body := []byte(`{"model":"deepseek-chat","messages":[{"role":"user","content":"hello"}]}`)
+	run := func(b *testing.B, rt http.RoundTripper) {
+		b.ReportAllocs()
+		b.SetParallelism(4)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				req, _ := http.NewRequest(http.MethodPost, sim.URL+"/v1/chat/completions", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+secrets[0])
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+	}
+	newBase := func() *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: 64, MaxIdleConns: 64}
+	}
+	b.Run("bare", func(b *testing.B) {
+		base := newBase()
+		defer base.CloseIdleConnections()
+		run(b, base)
+	})
+	b.Run("keypool", func(b *testing.B) {
+		base := newBase()
+		defer base.CloseIdleConnections()
+		p, err := New(keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, NewTransport(p, WithBase(base)))
+	})
+}
+
+// BenchmarkCapacity offers more load than N keys with known in-flight caps
+// can take and reports goodput as a fraction of their aggregate capacity,
+// upstream 429s per request, and caller-visible errors. Each iteration is
+// a fixed 3-second run: use -benchtime 1x.
+func BenchmarkCapacity(b *testing.B) {
+	const (
+		nKeys   = 5
+		cap     = 4
+		callers = 40
+		latency = 20 * time.Millisecond
+		runFor  = 3 * time.Second
+	)
+	for b.Loop() {
+		accounts := map[string]fakeupstream.Account{}
+		simKeys := map[string]fakeupstream.Key{}
+		keys := make([]Key, nKeys)
+		for i := range keys {
+			s := fmt.Sprintf("sk-cap-%02d-0123456789abcdef", i)
+			accounts[s] = fakeupstream.Account{MaxInFlight: cap}
+			simKeys[s] = fakeupstream.Key{}
+			keys[i] = Key{Secret: s, MaxConcurrent: cap}
+		}
+		sim := fakeupstream.New(fakeupstream.Config{Mode: fakeupstream.DeepSeek, Accounts: accounts, Keys: simKeys, Latency: latency})
+		base := &http.Transport{MaxIdleConnsPerHost: 2 * callers}
+		p, err := New(keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		client := &http.Client{Transport: NewTransport(p, WithBase(base))}
+		var ok, failed atomic.Int64
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < runFor {
+					resp, err := client.Post(sim.URL+"/v1/chat/completions", "application/json",
+						bytes.NewReader([]byte(`{"model":"deepseek-chat"}`)))
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						ok.Add(1)
+					} else {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		elapsed := time.Since(start)
+		total := sim.Total()
+		sim.Close()
+		base.CloseIdleConnections()
+		// The simulator's own service time per request, measured, is the
+		// latency plus loopback cost; capacity is slots over that time.
+		capacity := float64(nKeys*cap) / latency.Seconds()
+		b.ReportMetric(float64(ok.Load())/elapsed.Seconds()/capacity, "goodput/capacity")
+		b.ReportMetric(100*float64(total.RateLimited)/float64(max(total.Requests, 1)), "upstream429%")
+		b.ReportMetric(float64(failed.Load()), "caller-errors")
+	}
+}
