@@ -32,8 +32,9 @@ func completion(model string, prompt, completionTokens int) map[string]any {
 }
 
 // stream answers as SSE: keep-alive comments while "queued", then
-// content chunks, a final chunk with usage, and [DONE].
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, prompt, completionTokens int) {
+// content chunks, a final chunk with usage, and [DONE]. It calls release
+// when the answer is complete and reports whether the stream was sent.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, prompt, completionTokens int, release func()) bool {
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -50,14 +51,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, pr
 	s.mu.Unlock()
 	for range keepAlives {
 		if !sleepCtx(r, every) {
-			return
+			return false
 		}
 		io.WriteString(w, ": keep-alive\n\n")
 		flush()
 	}
 	for i := range chunks {
 		if !sleepCtx(r, chunkEvery) {
-			return
+			return false
 		}
 		frame := map[string]any{
 			"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
@@ -66,6 +67,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, pr
 		writeFrame(w, frame)
 		flush()
 	}
+	release()
 	writeFrame(w, map[string]any{
 		"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
 		"choices": []map[string]any{{"index": 0, "delta": map[string]string{}, "finish_reason": "stop"}},
@@ -73,6 +75,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, pr
 	})
 	io.WriteString(w, "data: [DONE]\n\n")
 	flush()
+	return true
 }
 
 func writeFrame(w io.Writer, v any) {

@@ -49,6 +49,9 @@ type Counters struct {
 	// PromptTokens and CompletionTokens are what the server billed for
 	// the key's successful requests.
 	PromptTokens, CompletionTokens int
+	// Busy is the total time the key's admitted requests held a slot of
+	// their account, from admission until the answer was complete.
+	Busy time.Duration
 }
 
 // New starts a server on loopback. Close it when done.
@@ -106,6 +109,7 @@ func (s *Server) Total() Counters {
 		t.Resets += c.Resets
 		t.PromptTokens += c.PromptTokens
 		t.CompletionTokens += c.CompletionTokens
+		t.Busy += c.Busy
 	}
 	return t
 }
@@ -116,6 +120,16 @@ func (s *Server) MaxInFlight(account string) int {
 	defer s.mu.Unlock()
 	if a := s.accounts[account]; a != nil {
 		return a.maxInFlight
+	}
+	return 0
+}
+
+// InFlight returns how many requests the account has in flight now.
+func (s *Server) InFlight(account string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.accounts[account]; a != nil {
+		return a.inflight
 	}
 	return 0
 }
@@ -205,7 +219,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	secret := secretOf(r)
 
 	d, release := s.admit(secret, promptTokens+completionTokens)
-	defer release()
+	defer release() // no-op once called; the answers call it when complete
 	switch d.kind {
 	case admitReset:
 		resetConnection(w)
@@ -218,11 +232,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = v
 	}
 	if req.Stream {
-		s.stream(w, r, req.Model, promptTokens, completionTokens)
+		if !s.stream(w, r, req.Model, promptTokens, completionTokens, release) {
+			return
+		}
 	} else {
 		if !sleepCtx(r, d.latency) {
 			return
 		}
+		// The answer is complete: the provider frees the slot before the
+		// last bytes reach the client.
+		release()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(completion(req.Model, promptTokens, completionTokens))
 	}
@@ -329,18 +348,25 @@ func (s *Server) admit(secret string, tokens int) (decision, func()) {
 		}
 		a.inflight++
 		a.maxInFlight = max(a.maxInFlight, a.inflight)
-		return decision{kind: admitOK, header: h, latency: s.latencyLocked()}, s.releaser(a)
+		return decision{kind: admitOK, header: h, latency: s.latencyLocked()}, s.releaser(a, c)
 	}
 	a.inflight++
 	a.maxInFlight = max(a.maxInFlight, a.inflight)
-	return decision{kind: admitOK, latency: s.latencyLocked()}, s.releaser(a)
+	return decision{kind: admitOK, latency: s.latencyLocked()}, s.releaser(a, c)
 }
 
-func (s *Server) releaser(a *accountState) func() {
+// releaser returns the function that frees an admitted request's slot
+// and adds its time to the key's Busy; only its first call counts.
+func (s *Server) releaser(a *accountState, c *Counters) func() {
+	start := time.Now()
+	var once sync.Once
 	return func() {
-		s.mu.Lock()
-		a.inflight--
-		s.mu.Unlock()
+		once.Do(func() {
+			s.mu.Lock()
+			a.inflight--
+			c.Busy += time.Since(start)
+			s.mu.Unlock()
+		})
 	}
 }
 
