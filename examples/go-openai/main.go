@@ -1,0 +1,60 @@
+// Command go-openai sends one chat completion through keypool with
+// github.com/sashabaranov/go-openai.
+//
+// With KEYPOOL_KEYS (comma-separated secrets) and KEYPOOL_BASE_URL set it
+// talks to that provider, for example:
+//
+//	KEYPOOL_KEYS=sk-a,sk-b KEYPOOL_BASE_URL=https://api.deepseek.com/v1 go run ./examples/go-openai
+//
+// Without them it talks to the built-in simulator, so it runs anywhere.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/keypool/keypool"
+	"github.com/keypool/keypool/internal/fakeupstream"
+	openai "github.com/sashabaranov/go-openai"
+)
+
+func main() {
+	secrets, baseURL := strings.Split(os.Getenv("KEYPOOL_KEYS"), ","), os.Getenv("KEYPOOL_BASE_URL")
+	base := http.DefaultTransport
+	if os.Getenv("KEYPOOL_KEYS") == "" || baseURL == "" {
+		secrets = []string{"sk-demo-aaaaaaaaaaaaaaaa0001", "sk-demo-bbbbbbbbbbbbbbbb0002"}
+		sim := fakeupstream.New(fakeupstream.Config{Keys: map[string]fakeupstream.Key{secrets[0]: {}, secrets[1]: {}}})
+		defer sim.Close()
+		baseURL, base = sim.URL+"/v1", sim.Client().Transport
+		fmt.Println("KEYPOOL_KEYS or KEYPOOL_BASE_URL not set: using the simulator")
+	}
+
+	keys := make([]keypool.Key, len(secrets))
+	for i, s := range secrets {
+		keys[i] = keypool.Key{Secret: strings.TrimSpace(s), MaxConcurrent: 50}
+	}
+	pool, err := keypool.New(keys)
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := openai.DefaultConfig("") // the pool supplies the key
+	cfg.BaseURL = baseURL
+	cfg.HTTPClient = &http.Client{Transport: keypool.NewTransport(pool, keypool.WithBase(base))}
+	client := openai.NewClientWithConfig(cfg)
+
+	resp, err := client.CreateChatCompletion(context.Background(), openai.ChatCompletionRequest{
+		Model:    "deepseek-chat",
+		Messages: []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleUser, Content: "Say hello."}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(resp.Choices[0].Message.Content)
+	for _, st := range pool.Stats() {
+		fmt.Printf("%-22s %-8s requests=%d successes=%d\n", st.Name, st.State, st.Requests, st.Successes)
+	}
+}
