@@ -12,19 +12,30 @@ import (
 // slots, rate tokens, cooldown and billing. It is an interface so that a
 // store shared by many replicas (Redis) can hold it instead of memory.
 type accountState interface {
-	// take claims one in-flight slot and the request's rate tokens. When
-	// it cannot, it returns ok == false and the time the tokens will be
-	// there, or the zero time if only the slots are full.
-	take(now time.Time, tokens int) (ok bool, readyAt time.Time)
+	// take claims one in-flight slot and the request's rate tokens and
+	// returns how many requests are in flight with it. When it cannot, it
+	// returns 0 and the time the tokens will be there, or the zero time if
+	// only the slots are full.
+	take(now time.Time, tokens int) (inFlight int64, readyAt time.Time)
 	// put returns a slot claimed by take.
 	put()
-	// blockedUntil is the end of the account's cooldown or disablement, or
-	// the zero time.
+	// blockedUntil is the end of the account's cooldown or disablement,
+	// in unix nanoseconds, or 0.
 	blockedUntil() int64
 	coolDown(now time.Time, d time.Duration)
 	// rateLimited counts a 429 and returns how many came in a row.
 	rateLimited() int32
-	succeeded()
+	// succeeded records a success sent with inFlight requests in flight.
+	succeeded(inFlight int64)
+	// overloaded records a 429 without a retry hint sent with inFlight
+	// requests in flight, and reports whether the in-flight limit took it
+	// (false: cool the account down instead).
+	overloaded(inFlight int64) bool
+	// settleTokens corrects a TPM reservation once the usage is known.
+	settleTokens(now time.Time, reserved, used int)
+	// resync lowers the RPM and TPM buckets to what the provider says
+	// remains; a negative count means it did not say.
+	resync(now time.Time, remainingRequests, remainingTokens int)
 	disable(until int64)
 	enable()
 	inFlight() int64
@@ -35,36 +46,49 @@ type accountState interface {
 
 // localAccount keeps an account's state in this process.
 type localAccount struct {
-	name        string
-	maxInFlight int64 // 0 means no limit
-	inflight    atomic.Int64
-	rpm, tpm    *rate.Limiter // nil means no limit
+	name     string
+	fixed    int64          // the in-flight limit when not adaptive; 0 means none
+	adaptive *adaptiveLimit // nil when adaptive limits are off
+	inflight atomic.Int64
+	rpm      *rate.Limiter // nil means no limit
+	tpm      *tokenBucket  // nil means no limit
 
 	coolUntil    atomic.Int64 // unix nanoseconds
 	offUntil     atomic.Int64 // unix nanoseconds
 	limitedInRow atomic.Int32
 }
 
-func newLocalAccount(name string, lim accountLimits, now time.Time) *localAccount {
-	a := &localAccount{name: name, maxInFlight: int64(lim.MaxConcurrent)}
+func newLocalAccount(name string, lim accountLimits, adaptive bool, now time.Time) *localAccount {
+	a := &localAccount{name: name, fixed: int64(lim.MaxConcurrent)}
+	if adaptive {
+		a.adaptive = newAdaptiveLimit(lim.MaxConcurrent)
+	}
 	// Providers refill their request and token buckets continuously up to
-	// the per-minute figure, so the bucket holds a minute's worth.
+	// the per-minute figure, so the buckets hold a minute's worth.
 	if lim.RPM > 0 {
 		a.rpm = rate.NewLimiter(rate.Limit(float64(lim.RPM)/60), lim.RPM)
 		a.rpm.AllowN(now, 0) // start the bucket's clock at now, full
 	}
 	if lim.TPM > 0 {
-		a.tpm = rate.NewLimiter(rate.Limit(float64(lim.TPM)/60), lim.TPM)
-		a.tpm.AllowN(now, 0)
+		a.tpm = newTokenBucket(lim.TPM, now)
 	}
 	return a
 }
 
-func (a *localAccount) take(now time.Time, tokens int) (bool, time.Time) {
+func (a *localAccount) maxInFlight() int64 {
+	if a.adaptive != nil {
+		return a.adaptive.get()
+	}
+	return a.fixed
+}
+
+func (a *localAccount) take(now time.Time, tokens int) (int64, time.Time) {
+	limit := a.maxInFlight()
+	var n int64
 	for {
-		n := a.inflight.Load()
-		if a.maxInFlight > 0 && n >= a.maxInFlight {
-			return false, time.Time{}
+		n = a.inflight.Load()
+		if limit > 0 && n >= limit {
+			return 0, time.Time{}
 		}
 		if a.inflight.CompareAndSwap(n, n+1) {
 			break
@@ -72,49 +96,40 @@ func (a *localAccount) take(now time.Time, tokens int) (bool, time.Time) {
 	}
 	if at := a.takeTokens(now, tokens); !at.IsZero() {
 		a.inflight.Add(-1)
-		return false, at
+		return 0, at
 	}
-	return true, time.Time{}
+	return n + 1, time.Time{}
 }
 
 // takeTokens takes one request token and the request's tokens, or takes
 // nothing and returns when they will be there.
 func (a *localAccount) takeTokens(now time.Time, tokens int) time.Time {
-	if a.rpm == nil && (a.tpm == nil || tokens <= 0) {
-		return time.Time{}
-	}
-	if a.tpm != nil {
-		tokens = min(tokens, a.tpm.Burst()) // more could never be granted
-	}
-	// Look first, so that a refusal takes nothing from either bucket.
 	if a.rpm != nil {
+		// Look first, so that a refusal takes nothing.
 		if have := a.rpm.TokensAt(now); have < 1 {
-			return readyAt(now, 1-have, a.rpm.Limit())
+			d := time.Duration(math.Ceil((1 - have) / float64(a.rpm.Limit()) * float64(time.Second)))
+			return now.Add(max(d, time.Millisecond))
 		}
 	}
 	if a.tpm != nil && tokens > 0 {
-		if have := a.tpm.TokensAt(now); have < float64(tokens) {
-			return readyAt(now, float64(tokens)-have, a.tpm.Limit())
+		if ok, at := a.tpm.take(now, tokens); !ok {
+			return at
 		}
 	}
-	// Another request may have taken the tokens since; then try again soon.
 	if a.rpm != nil && !a.rpm.AllowN(now, 1) {
-		return now.Add(time.Millisecond)
-	}
-	if a.tpm != nil && tokens > 0 && !a.tpm.AllowN(now, tokens) {
+		// Another request took the last token since: give the TPM back
+		// and try again soon.
+		if a.tpm != nil && tokens > 0 {
+			a.tpm.adjust(now, tokens)
+		}
 		return now.Add(time.Millisecond)
 	}
 	return time.Time{}
 }
 
-func readyAt(now time.Time, missing float64, per rate.Limit) time.Time {
-	d := time.Duration(math.Ceil(missing / float64(per) * float64(time.Second)))
-	return now.Add(max(d, time.Millisecond))
-}
-
 func (a *localAccount) put()            { a.inflight.Add(-1) }
 func (a *localAccount) inFlight() int64 { return a.inflight.Load() }
-func (a *localAccount) limit() int      { return int(a.maxInFlight) }
+func (a *localAccount) limit() int      { return int(a.maxInFlight()) }
 
 func (a *localAccount) blockedUntil() int64 {
 	return max(a.coolUntil.Load(), a.offUntil.Load())
@@ -126,9 +141,33 @@ func (a *localAccount) coolDown(now time.Time, d time.Duration) {
 
 func (a *localAccount) rateLimited() int32 { return a.limitedInRow.Add(1) }
 
-func (a *localAccount) succeeded() {
+func (a *localAccount) succeeded(inFlight int64) {
 	if a.limitedInRow.Load() != 0 {
 		a.limitedInRow.Store(0)
+	}
+	if a.adaptive != nil {
+		a.adaptive.succeeded(inFlight)
+	}
+}
+
+func (a *localAccount) overloaded(inFlight int64) bool {
+	return a.adaptive != nil && a.adaptive.overloaded(inFlight)
+}
+
+func (a *localAccount) settleTokens(now time.Time, reserved, used int) {
+	if a.tpm != nil && used != reserved {
+		a.tpm.adjust(now, reserved-used)
+	}
+}
+
+func (a *localAccount) resync(now time.Time, remainingRequests, remainingTokens int) {
+	if a.tpm != nil && remainingTokens >= 0 {
+		a.tpm.lowerTo(now, remainingTokens)
+	}
+	if a.rpm != nil && remainingRequests >= 0 {
+		if extra := int(a.rpm.TokensAt(now)) - remainingRequests; extra > 0 {
+			a.rpm.ReserveN(now, extra) // consumed, never cancelled
+		}
 	}
 }
 

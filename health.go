@@ -2,27 +2,32 @@ package keypool
 
 import (
 	"fmt"
-	"net/http"
 	"time"
 )
 
-// report applies the outcome of one attempt on k to the key and its
+// report applies the outcome of the attempt made under l to its key and
 // account: the state changes of DESIGN.md's decision table.
-func (p *Pool) report(k *keyState, o Outcome, status int) {
+func (p *Pool) report(l *lease, o Outcome, status int) {
+	k := l.key
 	now := p.clock.Now()
 	switch o.Effect {
 	case EffectOK:
-		if status >= 200 && status < 300 {
-			k.successes.Add(1)
-		}
 		k.proven.Store(true)
 		if k.failsInRow.Load() != 0 {
 			k.failsInRow.Store(0)
 		}
-		k.account.succeeded()
+		if status >= 200 && status < 300 {
+			k.successes.Add(1)
+			k.account.succeeded(l.inFlight)
+		} else {
+			k.account.succeeded(0) // it answered, but says nothing of capacity
+		}
 	case EffectRateLimited:
 		k.rateLimited.Add(1)
 		k.proven.Store(true) // it answered: the key itself is good
+		if o.Wait <= 0 && k.account.overloaded(l.inFlight) {
+			return // a concurrency cap: the lowered limit is the remedy
+		}
 		inRow := k.account.rateLimited()
 		d := o.Wait
 		if d <= 0 {
@@ -35,8 +40,7 @@ func (p *Pool) report(k *keyState, o Outcome, status int) {
 		storeLater(&k.offUntil, now.Add(p.cfg.disableFor).UnixNano())
 	case EffectAccountExhausted:
 		k.failures.Add(1)
-		until := now.Add(p.cfg.disableFor).UnixNano()
-		k.account.disable(until)
+		k.account.disable(now.Add(p.cfg.disableFor).UnixNano())
 		for _, other := range p.snap.Load().keys {
 			if other.account == k.account {
 				other.proven.Store(false) // one probe when it comes back
@@ -137,8 +141,12 @@ type KeyStats struct {
 	// DisabledUntil is when the key or account will be probed again, if
 	// it is disabled or ejected; far in the future after Disable.
 	DisabledUntil time.Time
-	// Limit is the in-flight limit of the key's account; 0 means none.
+	// Limit is the in-flight limit of the key's account: MaxConcurrent,
+	// or the limit learned so far (see WithAdaptiveLimits); 0 means none.
 	Limit int
+	// Tokens counts the tokens the upstream reported using for the key's
+	// requests (usage of JSON answers and of streams' final chunks).
+	Tokens int64
 }
 
 // Stats returns a snapshot of every key, in the order given to New.
@@ -156,6 +164,7 @@ func (p *Pool) Stats() []KeyStats {
 			RateLimited: k.rateLimited.Load(),
 			Failures:    k.failures.Load(),
 			Limit:       k.account.limit(),
+			Tokens:      k.tokens.Load(),
 		}
 		off := max(k.offUntil.Load(), k.account.disabledUntil())
 		cool := k.account.cooldownUntil()
@@ -175,9 +184,4 @@ func (p *Pool) Stats() []KeyStats {
 		out[i] = st
 	}
 	return out
-}
-
-// statusText is "429 Too Many Requests" for an attempt's description.
-func statusText(code int) string {
-	return fmt.Sprintf("%d %s", code, http.StatusText(code))
 }

@@ -111,7 +111,8 @@ func TestDefaultsAndAccounts(t *testing.T) {
 	if st[0].Name != "sk-…1111" || st[1].Name != "sk-…1111(2)" || st[2].Name != "c" {
 		t.Errorf("names: %q %q %q", st[0].Name, st[1].Name, st[2].Name)
 	}
-	if st[0].Limit != 7 || st[1].Limit != 7 || st[2].Limit != 0 {
+	// c has no MaxConcurrent: its limit is learned, from 1.
+	if st[0].Limit != 7 || st[1].Limit != 7 || st[2].Limit != 1 {
 		t.Errorf("limits: %d %d %d", st[0].Limit, st[1].Limit, st[2].Limit)
 	}
 	s := p.snap.Load()

@@ -34,6 +34,7 @@ type keyState struct {
 	successes   atomic.Int64
 	rateLimited atomic.Int64
 	failures    atomic.Int64
+	tokens      atomic.Int64 // as the upstream's usage reported them
 }
 
 // disabledForever marks a key or account disabled until Pool.Enable.
@@ -90,26 +91,28 @@ func (k *keyState) blockedUntil() int64 {
 	return max(k.offUntil.Load(), k.ejectedUntil.Load(), k.account.blockedUntil())
 }
 
-// tryTake claims a slot on the key for a request needing tokens. When it
-// cannot, readyAt is when it might (unix nanoseconds), or 0 if it waits
-// for a request in flight to finish.
-func (k *keyState) tryTake(now time.Time, tokens int) (ok bool, readyAt int64) {
+// tryTake claims a slot on the key for a request needing tokens and
+// returns how many requests its account has in flight with it. When it
+// cannot, it returns 0 and when it might succeed (unix nanoseconds), or 0
+// if it waits for a request in flight to finish.
+func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt int64) {
 	if at := k.blockedUntil(); at > now.UnixNano() {
-		return false, at
+		return 0, at
 	}
 	if k.proven.Load() {
 		k.inflight.Add(1)
 	} else if !k.inflight.CompareAndSwap(0, 1) {
-		return false, 0
+		return 0, 0
 	}
-	if ok, at := k.account.take(now, tokens); !ok {
+	n, at := k.account.take(now, tokens)
+	if n == 0 {
 		k.inflight.Add(-1)
 		if at.IsZero() {
-			return false, 0
+			return 0, 0
 		}
-		return false, at.UnixNano()
+		return 0, at.UnixNano()
 	}
-	return true, 0
+	return n, 0
 }
 
 // put returns a slot claimed by tryTake.

@@ -10,18 +10,29 @@ import (
 // its end or fails or is closed, or when the attempt is given up.
 //
 // A lease handed to the caller is also the response body: it wraps the
-// upstream body, which saves an allocation per request.
+// upstream body (which saves an allocation per request), serves first
+// any bytes read ahead to inspect the body, and watches the bytes go by
+// for the usage that settles the TPM reservation.
 type lease struct {
 	pool     *Pool
 	key      *keyState
-	tokens   int
+	tokens   int   // reserved against TPM
+	inFlight int64 // on the account when the request was sent, itself included
 	released atomic.Bool
+
 	body     io.ReadCloser // the upstream body, once handed over
+	ahead    []byte        // read ahead of the caller, served first
+	aheadBuf [64]byte
+	usage    usageScanner
 }
 
 func (l *lease) release() {
 	if !l.released.CompareAndSwap(false, true) {
 		return
+	}
+	if l.usage.found {
+		l.key.tokens.Add(int64(l.usage.total))
+		l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, l.usage.total)
 	}
 	l.key.put()
 	l.pool.wake()
@@ -30,7 +41,14 @@ func (l *lease) release() {
 // Read reads the upstream body and releases the lease at its end or on
 // an error.
 func (l *lease) Read(p []byte) (int, error) {
+	if len(l.ahead) > 0 {
+		n := copy(p, l.ahead)
+		l.ahead = l.ahead[n:]
+		l.usage.feed(p[:n])
+		return n, nil
+	}
 	n, err := l.body.Read(p)
+	l.usage.feed(p[:n])
 	if err != nil {
 		l.release()
 	}

@@ -18,6 +18,7 @@ type poolConfig struct {
 	disableFor  time.Duration
 	ejectAfter  int
 	ejectFor    time.Duration
+	adaptive    bool
 	clock       clock
 }
 
@@ -29,6 +30,7 @@ func defaultPoolConfig() poolConfig {
 		disableFor:  30 * time.Minute,
 		ejectAfter:  5,
 		ejectFor:    30 * time.Second,
+		adaptive:    true,
 		clock:       systemClock{},
 	}
 }
@@ -80,6 +82,17 @@ func WithEjection(failures int, d time.Duration) Option {
 		c.ejectAfter, c.ejectFor = failures, d
 		return positive("WithEjection duration", d)
 	}
+}
+
+// WithAdaptiveLimits turns the learning of in-flight limits on or off.
+// On, the default, each account's in-flight limit is learned from its
+// answers: from 1 up, for accounts whose keys set no MaxConcurrent, and
+// at most MaxConcurrent for the others; a 429 without any retry hint sent
+// with several requests in flight lowers it, successes raise it. Off,
+// accounts without MaxConcurrent have no in-flight limit and a 429 only
+// cools the account down.
+func WithAdaptiveLimits(on bool) Option {
+	return func(c *poolConfig) error { c.adaptive = on; return nil }
 }
 
 // withClock makes the pool read time from c; tests use a fake clock.
@@ -171,6 +184,21 @@ func WithClassifier(f func(resp *http.Response, err error, def Outcome) Outcome)
 // it off for requests with side effects.
 func WithRetryOnReset(retry bool) TransportOption {
 	return func(t *Transport) { t.retryOnReset = retry }
+}
+
+// WithFirstTokenTimeout abandons a streamed (text/event-stream) answer
+// that sends nothing but keep-alive comments for d, as DeepSeek does
+// while a request waits in its queue, and retries it on another key. The
+// stream is handed to the caller when its first data line arrives; from
+// then on it is never replayed. The default, 0, waits as long as the
+// request's context allows.
+func WithFirstTokenTimeout(d time.Duration) TransportOption {
+	return func(t *Transport) {
+		if d < 0 {
+			panic(fmt.Sprintf("keypool: WithFirstTokenTimeout(%v): want 0 or more", d))
+		}
+		t.firstTokenTimeout = d
+	}
 }
 
 // WithBackoff sets the backoff used before retrying after a provider

@@ -78,11 +78,11 @@ func New(keys []Key, opts ...Option) (*Pool, error) {
 		lim := limitsOf(k)
 		var acct accountState
 		if k.Account == "" {
-			acct = newLocalAccount(k.Name, lim, now)
+			acct = newLocalAccount(k.Name, lim, cfg.adaptive, now)
 		} else {
 			lim = accountLimits[k.Account]
 			if acct = accounts[k.Account]; acct == nil {
-				acct = newLocalAccount(k.Account, lim, now)
+				acct = newLocalAccount(k.Account, lim, cfg.adaptive, now)
 				accounts[k.Account] = acct
 			}
 		}
@@ -134,7 +134,7 @@ const fastProbes = 16
 // from the shared cursor, skipping keys that cannot serve r or were
 // tried; if the first few slots give nothing it scans every key, and at
 // last falls back to keys already tried.
-func (p *Pool) pick(r *acquireRequest) (*keyState, blocked) {
+func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
 	s := p.snap.Load()
 	now := p.clock.Now()
 	var b blocked
@@ -149,8 +149,8 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, blocked) {
 		if !k.serves(r) || r.hasTried(k) {
 			continue
 		}
-		if ok, _ := k.tryTake(now, r.tokens); ok {
-			return k, b
+		if n, _ := k.tryTake(now, r.tokens); n > 0 {
+			return k, n, b
 		}
 	}
 	nk := uint64(len(s.keys))
@@ -163,9 +163,9 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, blocked) {
 		if r.hasTried(k) {
 			continue
 		}
-		ok, at := k.tryTake(now, r.tokens)
-		if ok {
-			return k, b
+		n, at := k.tryTake(now, r.tokens)
+		if n > 0 {
+			return k, n, b
 		}
 		b.note(at)
 	}
@@ -173,22 +173,22 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, blocked) {
 		if s.byName[k.name] != k || !k.serves(r) {
 			continue // removed since, or not for this request
 		}
-		ok, at := k.tryTake(now, r.tokens)
-		if ok {
-			return k, b
+		n, at := k.tryTake(now, r.tokens)
+		if n > 0 {
+			return k, n, b
 		}
 		b.note(at)
 	}
-	return nil, b
+	return nil, 0, b
 }
 
 // acquire takes a key for r, waiting in FIFO order for one to free up,
 // bounded by ctx and the pool's maximum wait.
 func (p *Pool) acquire(ctx context.Context, r *acquireRequest) (*lease, error) {
 	if p.nwait.Load() == 0 {
-		k, b := p.pick(r)
+		k, n, b := p.pick(r)
 		if k != nil {
-			return p.newLease(k, r.tokens), nil
+			return p.newLease(k, r.tokens, n), nil
 		}
 		if !b.possible {
 			return nil, ErrNoKeyAvailable
@@ -197,9 +197,9 @@ func (p *Pool) acquire(ctx context.Context, r *acquireRequest) (*lease, error) {
 	return p.wait(ctx, r)
 }
 
-func (p *Pool) newLease(k *keyState, tokens int) *lease {
+func (p *Pool) newLease(k *keyState, tokens int, inFlight int64) *lease {
 	k.requests.Add(1)
-	return &lease{pool: p, key: k, tokens: tokens}
+	return &lease{pool: p, key: k, tokens: tokens, inFlight: inFlight}
 }
 
 // waiter is a request queued for a key.
@@ -290,10 +290,10 @@ func (p *Pool) dispatchLocked() {
 	for e := p.waiters.Front(); e != nil; {
 		w := e.Value.(*waiter)
 		following := e.Next()
-		k, b := p.pick(&w.req)
+		k, n, b := p.pick(&w.req)
 		switch {
 		case k != nil:
-			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens)})
+			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
 		case !b.possible:
 			p.serveLocked(w, grant{err: ErrNoKeyAvailable})
 		case !b.busy && b.earliest > w.deadline:

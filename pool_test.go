@@ -61,7 +61,7 @@ func TestWeightsHoldWhenAKeyIsCooling(t *testing.T) {
 	})
 	proveAll(p)
 	keys := p.snap.Load().keys
-	p.report(keys[2], Outcome{Effect: EffectRateLimited, Wait: time.Hour}, 429)
+	p.report(&lease{pool: p, key: keys[2]}, Outcome{Effect: EffectRateLimited, Wait: time.Hour}, 429)
 	counts := map[*keyState]int{}
 	for range 3000 {
 		l := mustAcquire(t, p, &acquireRequest{})
@@ -178,7 +178,7 @@ func TestCooldownEndsAndWakesWaiter(t *testing.T) {
 	p, c := newTestPool(t, []Key{{Secret: "sk-a"}})
 	proveAll(p)
 	k := p.snap.Load().keys[0]
-	p.report(k, Outcome{Effect: EffectRateLimited, Wait: 5 * time.Second}, 429)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited, Wait: 5 * time.Second}, 429)
 	st := p.Stats()[0]
 	if st.State != StateCooling || !st.CooldownUntil.Equal(c.Now().Add(5*time.Second)) {
 		t.Fatalf("after 429: %v until %v", st.State, st.CooldownUntil)
@@ -199,7 +199,7 @@ func TestCooldownEndsAndWakesWaiter(t *testing.T) {
 func TestWaitFailsFastWhenNothingFreesInTime(t *testing.T) {
 	p, _ := newTestPool(t, []Key{{Secret: "sk-a"}}, WithMaxWait(time.Second))
 	proveAll(p)
-	p.report(p.snap.Load().keys[0], Outcome{Effect: EffectRateLimited, Wait: time.Minute}, 429)
+	p.report(&lease{pool: p, key: p.snap.Load().keys[0]}, Outcome{Effect: EffectRateLimited, Wait: time.Minute}, 429)
 	_, err := p.acquire(context.Background(), &acquireRequest{})
 	var we *WaitError
 	if !errors.As(err, &we) || !errors.Is(err, ErrWaitTimeout) {
@@ -215,21 +215,21 @@ func TestRepeated429sExtendCooldownUpToCap(t *testing.T) {
 	k := p.snap.Load().keys[0]
 	want := []time.Duration{1, 2, 4, 5, 5}
 	for i, w := range want {
-		p.report(k, Outcome{Effect: EffectRateLimited}, 429)
+		p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited}, 429)
 		if got := p.Stats()[0].CooldownUntil.Sub(c.Now()); got != w*time.Second {
 			t.Errorf("429 #%d: cooldown %v, want %v", i+1, got, w*time.Second)
 		}
 		c.Advance(w * time.Second)
 	}
-	p.report(k, Outcome{Effect: EffectOK}, 200)
-	p.report(k, Outcome{Effect: EffectRateLimited}, 429)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectOK}, 200)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited}, 429)
 	if got := p.Stats()[0].CooldownUntil.Sub(c.Now()); got != time.Second {
 		t.Errorf("after a success the cooldown is %v, want it back to 1s", got)
 	}
 }
 
 func TestUnprovenKeyTakesOneRequestAtATime(t *testing.T) {
-	p, _ := newTestPool(t, []Key{{Secret: "sk-a"}, {Secret: "sk-b"}})
+	p, _ := newTestPool(t, []Key{{Secret: "sk-a"}, {Secret: "sk-b"}}, WithAdaptiveLimits(false))
 	keys := p.snap.Load().keys
 	a := mustAcquire(t, p, &acquireRequest{})
 	b := mustAcquire(t, p, &acquireRequest{})
@@ -242,7 +242,7 @@ func TestUnprovenKeyTakesOneRequestAtATime(t *testing.T) {
 	if _, err := p.acquire(ctx, &acquireRequest{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("third request: %v, want to wait", err)
 	}
-	p.report(a.key, Outcome{Effect: EffectOK}, 200)
+	p.report(&lease{pool: p, key: a.key}, Outcome{Effect: EffectOK}, 200)
 	a.release()
 	for range 5 { // a is proven now: no limit
 		l := mustAcquire(t, p, &acquireRequest{tried: []*keyState{b.key}})
@@ -261,7 +261,7 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 	})
 	proveAll(p)
 	keys := p.snap.Load().keys
-	p.report(keys[0], Outcome{Effect: EffectAccountExhausted}, 402)
+	p.report(&lease{pool: p, key: keys[0]}, Outcome{Effect: EffectAccountExhausted}, 402)
 	st := p.Stats()
 	if st[0].State != StateDisabled || st[1].State != StateDisabled || st[2].State == StateDisabled {
 		t.Fatalf("states after 402: %v %v %v", st[0].State, st[1].State, st[2].State)
@@ -285,7 +285,7 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 	if err := p.Disable(keys[2].name); err != nil {
 		t.Fatal(err)
 	}
-	p.report(keys[0], Outcome{Effect: EffectKeyRevoked}, 401)
+	p.report(&lease{pool: p, key: keys[0]}, Outcome{Effect: EffectKeyRevoked}, 401)
 	l := mustAcquire(t, p, &acquireRequest{})
 	if l.key != keys[1] {
 		t.Errorf("got %s, want the one key left", l.key.name)
@@ -293,7 +293,7 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 	l.release()
 	// Nothing left: fail at once rather than wait for a key that is
 	// disabled forever.
-	p.report(keys[1], Outcome{Effect: EffectKeyRevoked}, 401)
+	p.report(&lease{pool: p, key: keys[1]}, Outcome{Effect: EffectKeyRevoked}, 401)
 	_, err := p.acquire(context.Background(), &acquireRequest{})
 	if !errors.Is(err, ErrWaitTimeout) {
 		t.Errorf("all disabled: %v", err)
@@ -305,12 +305,12 @@ func TestEjectionAfterRepeatedFailures(t *testing.T) {
 	proveAll(p)
 	k := p.snap.Load().keys[0]
 	for range 2 {
-		p.report(k, Outcome{Effect: EffectFailure}, 503)
+		p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectFailure}, 503)
 	}
 	if p.Stats()[0].State != StateReady {
 		t.Fatal("ejected too soon")
 	}
-	p.report(k, Outcome{Effect: EffectFailure}, 503)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectFailure}, 503)
 	if st := p.Stats()[0]; st.State != StateEjected || st.Failures != 3 {
 		t.Fatalf("after 3 failures: %v, %d failures", st.State, st.Failures)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cenkalti/backoff/v4"
 )
@@ -29,6 +30,8 @@ type Transport struct {
 	classifier   func(*http.Response, error, Outcome) Outcome
 	retryOnReset bool
 	newBackOff   func() backoff.BackOff
+
+	firstTokenTimeout time.Duration
 }
 
 // NewTransport returns a Transport that sends requests with keys from p.
@@ -92,6 +95,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var attempts []Attempt
 	var last *http.Response // the latest upstream answer, buffered
 	var bo backoff.BackOff
+	charged := 0 // attempts that count against maxAttempts
 	for n := 1; ; n++ {
 		l, err := t.pool.acquire(ctx, &ar)
 		if err != nil {
@@ -115,16 +119,29 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			peek = peekBody(resp, errorPeekBytes)
 		}
 		o := classify(resp, err, peek, t.retryOnReset, t.pool.clock.Now())
+		if resp != nil && resp.StatusCode < 300 && o.Retry == RetryNo {
+			if bad := t.inspect(resp, l); bad != nil {
+				o, err = t.rejectAnswer(bad), bad
+				discard(resp.Body)
+				resp = nil // not an answer to hand back
+			}
+		}
 		if t.classifier != nil {
 			o = t.classifier(resp, err, o)
 		}
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
+			t.resyncFromHeaders(resp, l.key)
 		}
-		t.pool.report(l.key, o, status)
+		t.pool.report(l, o, status)
 
-		if o.Retry == RetryNo || n >= t.maxAttempts {
+		// 429s are not charged: each one lowers a limit or cools an
+		// account down, so the next attempt waits for capacity instead.
+		if o.Effect != EffectRateLimited {
+			charged++
+		}
+		if o.Retry == RetryNo || charged >= t.maxAttempts || n >= 4*t.maxAttempts {
 			if resp != nil {
 				return handOver(resp, req, l), nil
 			}
@@ -155,6 +172,20 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 	}
+}
+
+// rejectAnswer is the outcome of a 2xx answer that inspect refused: a
+// stream still queued is an overload of the account (it lowers a learned
+// limit, or cools the account down); an empty or broken answer is a
+// provider failure. Nothing reached the caller, so both are retried.
+func (t *Transport) rejectAnswer(why error) Outcome {
+	if errors.Is(why, ErrFirstTokenTimeout) {
+		return Outcome{Effect: EffectRateLimited, Retry: RetryNow}
+	}
+	if errors.Is(why, ErrEmptyAnswer) || t.retryOnReset {
+		return Outcome{Effect: EffectFailure, Retry: RetryNow}
+	}
+	return Outcome{Effect: EffectFailure, Retry: RetryNo}
 }
 
 // send makes one attempt with key k on a shallow copy of req.

@@ -51,6 +51,16 @@ type Key struct {
 	// Account names the key's account; "" makes the key its own account.
 	Account string
 	Fault   Fault
+	// QueueFor makes the key's streams send only ": keep-alive" comments,
+	// every 20ms, for this long before their first data line, as DeepSeek
+	// does while a request waits in its queue.
+	QueueFor time.Duration
+	// EmptyAnswers makes the key's non-streamed answers a 200 whose body
+	// is only white space, a known DeepSeek failure.
+	EmptyAnswers bool
+	// BreakAfterFrames, when positive, makes the key's streams reset their
+	// connection after that many data lines.
+	BreakAfterFrames int
 }
 
 // Outage makes an account fail from Start to End after the server

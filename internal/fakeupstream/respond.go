@@ -34,7 +34,7 @@ func completion(model string, prompt, completionTokens int) map[string]any {
 // stream answers as SSE: keep-alive comments while "queued", then
 // content chunks, a final chunk with usage, and [DONE]. It calls release
 // when the answer is complete and reports whether the stream was sent.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, prompt, completionTokens int, release func()) bool {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, key Key, model string, prompt, completionTokens int, release func()) bool {
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -56,8 +56,19 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, model string, pr
 		io.WriteString(w, ": keep-alive\n\n")
 		flush()
 	}
+	for queued := time.Duration(0); queued < key.QueueFor; queued += 20 * time.Millisecond {
+		if !sleepCtx(r, 20*time.Millisecond) {
+			return false
+		}
+		io.WriteString(w, ": keep-alive\n\n")
+		flush()
+	}
 	for i := range chunks {
 		if !sleepCtx(r, chunkEvery) {
+			return false
+		}
+		if key.BreakAfterFrames > 0 && i == key.BreakAfterFrames {
+			resetConnection(w)
 			return false
 		}
 		frame := map[string]any{

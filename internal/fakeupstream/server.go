@@ -232,9 +232,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = v
 	}
 	if req.Stream {
-		if !s.stream(w, r, req.Model, promptTokens, completionTokens, release) {
+		if !s.stream(w, r, d.key, req.Model, promptTokens, completionTokens, release) {
 			return
 		}
+	} else if d.key.EmptyAnswers {
+		sleepCtx(r, d.latency)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "\n\n   \n")
+		return
 	} else {
 		if !sleepCtx(r, d.latency) {
 			return
@@ -267,6 +272,7 @@ type decision struct {
 	errType, code, message string
 	header                 http.Header
 	latency                time.Duration
+	key                    Key
 }
 
 // admit decides a request's fate under the lock and claims its in-flight
@@ -348,11 +354,11 @@ func (s *Server) admit(secret string, tokens int) (decision, func()) {
 		}
 		a.inflight++
 		a.maxInFlight = max(a.maxInFlight, a.inflight)
-		return decision{kind: admitOK, header: h, latency: s.latencyLocked()}, s.releaser(a, c)
+		return decision{kind: admitOK, header: h, latency: s.latencyLocked(), key: key}, s.releaser(a, c)
 	}
 	a.inflight++
 	a.maxInFlight = max(a.maxInFlight, a.inflight)
-	return decision{kind: admitOK, latency: s.latencyLocked()}, s.releaser(a, c)
+	return decision{kind: admitOK, latency: s.latencyLocked(), key: key}, s.releaser(a, c)
 }
 
 // releaser returns the function that frees an admitted request's slot

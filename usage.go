@@ -1,0 +1,108 @@
+package keypool
+
+import "encoding/json"
+
+// usageScanner finds the last "usage" object of a response body as the
+// caller reads it, a JSON answer's or a stream's final chunk's, without
+// holding on to the body: it matches `"usage"` byte by byte and keeps
+// only the object that follows, up to a bound.
+type usageScanner struct {
+	state   int8
+	match   int // bytes of usageKey matched
+	depth   int
+	inStr   bool
+	escaped bool
+	n       int
+	buf     [512]byte
+
+	found bool
+	total int
+}
+
+const (
+	scanSearch int8 = iota
+	scanAfterKey
+	scanObject
+)
+
+const usageKey = `"usage"`
+
+func (s *usageScanner) feed(p []byte) {
+	for _, c := range p {
+		switch s.state {
+		case scanSearch:
+			switch {
+			case c == usageKey[s.match]:
+				s.match++
+				if s.match == len(usageKey) {
+					s.state, s.match = scanAfterKey, 0
+				}
+			case c == '"':
+				s.match = 1
+			default:
+				s.match = 0
+			}
+		case scanAfterKey:
+			switch c {
+			case ' ', '\t', '\r', '\n', ':':
+			case '{':
+				s.state, s.depth, s.inStr, s.escaped = scanObject, 1, false, false
+				s.buf[0], s.n = '{', 1
+			default: // "usage": null, or the word in some string
+				s.state = scanSearch
+				if c == '"' {
+					s.match = 1
+				}
+			}
+		case scanObject:
+			if s.n == len(s.buf) {
+				s.state = scanSearch // too large to be a usage object
+				continue
+			}
+			s.buf[s.n] = c
+			s.n++
+			switch {
+			case s.inStr:
+				switch {
+				case s.escaped:
+					s.escaped = false
+				case c == '\\':
+					s.escaped = true
+				case c == '"':
+					s.inStr = false
+				}
+			case c == '"':
+				s.inStr = true
+			case c == '{':
+				s.depth++
+			case c == '}':
+				if s.depth--; s.depth == 0 {
+					s.state = scanSearch
+					s.parse(s.buf[:s.n])
+				}
+			}
+		}
+	}
+}
+
+// parse reads the token counts of OpenAI's usage object, or of the
+// input/output form other APIs use.
+func (s *usageScanner) parse(obj []byte) {
+	var u struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+		TotalTokens      int `json:"total_tokens"`
+		InputTokens      int `json:"input_tokens"`
+		OutputTokens     int `json:"output_tokens"`
+	}
+	if json.Unmarshal(obj, &u) != nil {
+		return
+	}
+	total := u.TotalTokens
+	if total == 0 {
+		total = u.PromptTokens + u.CompletionTokens + u.InputTokens + u.OutputTokens
+	}
+	if total > 0 {
+		s.found, s.total = true, total
+	}
+}
