@@ -118,6 +118,11 @@ func TestUnknownCapsAreLearned(t *testing.T) {
 	if share >= 0.10 {
 		t.Errorf("upstream 429s are %.1f%% of requests, want under 10%%", 100*share)
 	}
+	var learned []int
+	for _, st := range p.Stats() {
+		learned = append(learned, st.Limit)
+	}
+	t.Logf("learned limits: %v", learned)
 	for i, st := range p.Stats() {
 		if st.Limit < 3 || st.Limit > 5 {
 			t.Errorf("%s: learned limit %d, want about 4", st.Name, st.Limit)

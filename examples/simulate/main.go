@@ -1,12 +1,13 @@
 // Command simulate shows what keypool changes, on a simulated DeepSeek
-// with no API keys needed. It runs the same workload three ways against
+// with no API keys needed. It runs the same workload four ways against
 // five accounts that each cap requests in flight and answer any request
 // over the cap with an immediate 429 (no Retry-After):
 //
 //  1. one key and a plain http.Client, the setup before;
 //  2. naive multi-key: round robin over the keys with 3 immediate retries
 //     and no limits, as a simple gateway does;
-//  3. keypool with the same keys.
+//  3. keypool with the same keys, told each account's cap;
+//  4. keypool not told the caps, learning them from the 429s.
 //
 // It prints a table of what callers saw and what the upstream sent, and
 // can write the figures as JSON (-json) or a page with a chart (-html).
@@ -100,7 +101,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.Outage = o
 	}
-	cfg.Scenarios = []string{scenarioSingle, scenarioNaive, scenarioKeypool}
+	cfg.Scenarios = []string{scenarioSingle, scenarioNaive, scenarioKeypool, scenarioUnknown}
 
 	var results []*result
 	for _, name := range cfg.Scenarios {

@@ -32,8 +32,8 @@ func TestDemoFiguresAreConsistent(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
 		t.Fatalf("bad JSON: %v\n%s", err, out.String())
 	}
-	if len(report.Results) != 3 {
-		t.Fatalf("%d results, want 3", len(report.Results))
+	if len(report.Results) != 4 {
+		t.Fatalf("%d results, want 4", len(report.Results))
 	}
 	byName := map[string]result{}
 	for _, r := range report.Results {
@@ -60,9 +60,12 @@ func TestDemoFiguresAreConsistent(t *testing.T) {
 			t.Errorf("%s: timeline sums to %.0f ok, %.0f errors; table says %d, %d", r.Name, ok, errs, r.Succeeded, r.Errors)
 		}
 	}
-	single, kp := byName[scenarioSingle], byName[scenarioKeypool]
-	if kp.Errors != 0 {
-		t.Errorf("keypool: %d caller-visible errors, want 0", kp.Errors)
+	single, kp, learned := byName[scenarioSingle], byName[scenarioKeypool], byName[scenarioUnknown]
+	if kp.Errors != 0 || learned.Errors != 0 {
+		t.Errorf("keypool: %d and %d (caps unknown) caller-visible errors, want 0", kp.Errors, learned.Errors)
+	}
+	if learned.Upstream429*10 > learned.Requests {
+		t.Errorf("caps unknown: %d upstream 429s for %d requests, want under 10%%", learned.Upstream429, learned.Requests)
 	}
 	if single.Upstream429 < 100 || kp.Upstream429*10 > single.Upstream429 {
 		t.Errorf("upstream 429s: keypool %d, one key %d; want keypool's far below", kp.Upstream429, single.Upstream429)
@@ -78,8 +81,8 @@ func TestDemoFiguresAreConsistent(t *testing.T) {
 		t.Fatal(err)
 	}
 	svgs := regexp.MustCompile(`(?s)<svg .*?</svg>`).FindAll(page, -1)
-	if len(svgs) != 3 {
-		t.Fatalf("page has %d charts, want 3", len(svgs))
+	if len(svgs) != 4 {
+		t.Fatalf("page has %d charts, want 4", len(svgs))
 	}
 	for _, svg := range svgs {
 		if err := xml.Unmarshal(svg, new(struct{})); err != nil {
@@ -95,7 +98,7 @@ func TestDemoTableAndOutage(t *testing.T) {
 	if err := run(args, &out, &errOut); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	for _, want := range []string{"scenario", "one key", "naive round robin", "keypool", "upstream 429s", "p99", "key 1 answers 503 from 0s to 10s"} {
+	for _, want := range []string{"scenario", "one key", "naive round robin", "keypool", "caps unknown", "upstream 429s", "p99", "key 1 answers 503 from 0s to 10s"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

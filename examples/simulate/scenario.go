@@ -15,11 +15,13 @@ import (
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
-// The three ways the workload is run.
+// The ways the workload is run.
 const (
 	scenarioSingle  = "one key"
 	scenarioNaive   = "naive round robin"
 	scenarioKeypool = "keypool"
+	// scenarioUnknown is keypool not told the caps: it learns them.
+	scenarioUnknown = "keypool, caps unknown"
 )
 
 const chatBody = `{"model":"deepseek-chat","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}`
@@ -92,10 +94,13 @@ func runScenario(name string, cfg config, bar *progressBar) (*result, error) {
 		client = &http.Client{Transport: &singleKey{base: base, secret: secrets[0]}}
 	case scenarioNaive:
 		client = &http.Client{Transport: &roundRobin{base: base, secrets: secrets, retries: 3}}
-	case scenarioKeypool:
+	case scenarioKeypool, scenarioUnknown:
 		keys := make([]keypool.Key, len(secrets))
 		for i, s := range secrets {
-			keys[i] = keypool.Key{Secret: s, MaxConcurrent: cfg.Cap}
+			keys[i] = keypool.Key{Secret: s}
+			if name == scenarioKeypool {
+				keys[i].MaxConcurrent = cfg.Cap
+			}
 		}
 		pool, err := keypool.New(keys)
 		if err != nil {
