@@ -56,9 +56,14 @@ func newAdaptiveLimit(ceiling int) *adaptiveLimit {
 
 func (l *adaptiveLimit) get() int64 { return l.current.Load() }
 
+func (l *adaptiveLimit) ceilingNow() float64 { return l.ceiling }
+
 // succeeded grows the limit after a success sent with inFlight requests
 // in flight on the account, itself included.
 func (l *adaptiveLimit) succeeded(inFlight int64) {
+	if cur := l.current.Load(); inFlight < cur || float64(cur) >= l.ceilingNow() {
+		return // not held back by the limit, or at the ceiling: no lock needed
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if float64(inFlight) < math.Floor(l.limit) {

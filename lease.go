@@ -30,6 +30,7 @@ func (l *lease) release() {
 	if !l.released.CompareAndSwap(false, true) {
 		return
 	}
+	l.usage.done()
 	if l.usage.found {
 		l.key.tokens.Add(int64(l.usage.total))
 		l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, l.usage.total)

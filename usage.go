@@ -1,6 +1,9 @@
 package keypool
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"sync"
+)
 
 // usageScanner finds the last "usage" object of a response body as the
 // caller reads it, a JSON answer's or a stream's final chunk's, without
@@ -13,10 +16,25 @@ type usageScanner struct {
 	inStr   bool
 	escaped bool
 	n       int
-	buf     [512]byte
+	buf     *[usageMax]byte // borrowed from capturePool while capturing
 
 	found bool
 	total int
+}
+
+// usageMax bounds a usage object; OpenAI's, with its details, is about
+// 300 bytes.
+const usageMax = 512
+
+// capturePool lends capture buffers, so that a lease carries none.
+var capturePool = sync.Pool{New: func() any { return new([usageMax]byte) }}
+
+// done returns the capture buffer, if one is out.
+func (s *usageScanner) done() {
+	if s.buf != nil {
+		capturePool.Put(s.buf)
+		s.buf = nil
+	}
 }
 
 const (
@@ -47,6 +65,9 @@ func (s *usageScanner) feed(p []byte) {
 			case ' ', '\t', '\r', '\n', ':':
 			case '{':
 				s.state, s.depth, s.inStr, s.escaped = scanObject, 1, false, false
+				if s.buf == nil {
+					s.buf = capturePool.Get().(*[usageMax]byte)
+				}
 				s.buf[0], s.n = '{', 1
 			default: // "usage": null, or the word in some string
 				s.state = scanSearch
@@ -55,8 +76,9 @@ func (s *usageScanner) feed(p []byte) {
 				}
 			}
 		case scanObject:
-			if s.n == len(s.buf) {
+			if s.n == usageMax {
 				s.state = scanSearch // too large to be a usage object
+				s.done()
 				continue
 			}
 			s.buf[s.n] = c
@@ -79,6 +101,7 @@ func (s *usageScanner) feed(p []byte) {
 				if s.depth--; s.depth == 0 {
 					s.state = scanSearch
 					s.parse(s.buf[:s.n])
+					s.done()
 				}
 			}
 		}

@@ -1,0 +1,54 @@
+package keypool
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestTokenBucketSettlesAndResyncs(t *testing.T) {
+	now := testNow
+	b := newTokenBucket(6000, now) // 100 tokens a second, 6,000 held
+	if ok, _ := b.take(now, 5000); !ok {
+		t.Fatal("could not take 5,000 of 6,000")
+	}
+	ok, at := b.take(now, 2000)
+	if ok || at.Sub(now) != 10*time.Second {
+		t.Fatalf("took 2,000 of 1,000 left, or wrong wait: %v %v", ok, at.Sub(now))
+	}
+	b.adjust(now, 4000) // the request used 1,000 of the 5,000 reserved
+	if ok, _ := b.take(now, 5000); !ok {
+		t.Fatal("the refund did not come back")
+	}
+	b.adjust(now, -3000) // a request used 3,000 more than reserved: a debt
+	if ok, at := b.take(now, 1); ok || at.Sub(now) < 30*time.Second {
+		t.Fatalf("debt not owed: %v %v", ok, at.Sub(now))
+	}
+	c := newTokenBucket(6000, now)
+	c.lowerTo(now, 100)
+	if ok, _ := c.take(now, 101); ok {
+		t.Error("lowerTo did not lower")
+	}
+	c.lowerTo(now, 5000) // never raises
+	if ok, _ := c.take(now, 101); ok {
+		t.Error("lowerTo raised the bucket")
+	}
+}
+
+func TestHeadersResyncTheBuckets(t *testing.T) {
+	p, c := newTestPool(t, []Key{{Secret: "sk-a", RPM: 600, TPM: 60000}})
+	proveAll(p)
+	k := p.snap.Load().keys[0]
+	tr := NewTransport(p)
+	h := http.Header{}
+	h.Set("X-Ratelimit-Remaining-Requests", "0")
+	h.Set("X-Ratelimit-Remaining-Tokens", "10")
+	tr.resyncFromHeaders(&http.Response{Header: h}, k)
+	if n, at := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
+		t.Fatal("took a request the provider said had no budget left")
+	}
+	c.Advance(100 * time.Millisecond) // 1 request token back, 100 tokens back
+	if n, _ := k.tryTake(c.Now(), 50); n == 0 {
+		t.Fatal("bucket did not refill after resync")
+	}
+}
