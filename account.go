@@ -36,6 +36,10 @@ type accountState interface {
 	// resync lowers the RPM and TPM buckets to what the provider says
 	// remains; a negative count means it did not say.
 	resync(now time.Time, remainingRequests, remainingTokens int)
+	// hasRates reports whether the account has RPM or TPM limits.
+	hasRates() bool
+	// setLimits changes the account's limits on a live pool.
+	setLimits(now time.Time, lim accountLimits)
 	disable(until int64)
 	enable()
 	inFlight() int64
@@ -47,11 +51,11 @@ type accountState interface {
 // localAccount keeps an account's state in this process.
 type localAccount struct {
 	name     string
-	fixed    int64          // the in-flight limit when not adaptive; 0 means none
+	fixed    atomic.Int64   // the in-flight limit when not adaptive; 0 means none
 	adaptive *adaptiveLimit // nil when adaptive limits are off
 	inflight atomic.Int64
-	rpm      *rate.Limiter // nil means no limit
-	tpm      *tokenBucket  // nil means no limit
+	rpm      atomic.Pointer[rate.Limiter] // nil means no limit
+	tpm      atomic.Pointer[tokenBucket]  // nil means no limit
 
 	coolUntil    atomic.Int64 // unix nanoseconds
 	offUntil     atomic.Int64 // unix nanoseconds
@@ -59,27 +63,53 @@ type localAccount struct {
 }
 
 func newLocalAccount(name string, lim accountLimits, adaptive bool, now time.Time) *localAccount {
-	a := &localAccount{name: name, fixed: int64(lim.MaxConcurrent)}
+	a := &localAccount{name: name}
+	a.fixed.Store(int64(lim.MaxConcurrent))
 	if adaptive {
 		a.adaptive = newAdaptiveLimit(lim.MaxConcurrent)
 	}
-	// Providers refill their request and token buckets continuously up to
-	// the per-minute figure, so the buckets hold a minute's worth.
-	if lim.RPM > 0 {
-		a.rpm = rate.NewLimiter(rate.Limit(float64(lim.RPM)/60), lim.RPM)
-		a.rpm.AllowN(now, 0) // start the bucket's clock at now, full
-	}
-	if lim.TPM > 0 {
-		a.tpm = newTokenBucket(lim.TPM, now)
-	}
+	a.setRates(now, lim)
 	return a
+}
+
+// setRates sizes the buckets. Providers refill their request and token
+// buckets continuously up to the per-minute figure, so a bucket holds a
+// minute's worth.
+func (a *localAccount) setRates(now time.Time, lim accountLimits) {
+	switch rpm := a.rpm.Load(); {
+	case lim.RPM == 0:
+		a.rpm.Store(nil)
+	case rpm == nil:
+		rpm = rate.NewLimiter(rate.Limit(float64(lim.RPM)/60), lim.RPM)
+		rpm.AllowN(now, 0) // start the bucket's clock at now, full
+		a.rpm.Store(rpm)
+	default:
+		rpm.SetLimitAt(now, rate.Limit(float64(lim.RPM)/60))
+		rpm.SetBurstAt(now, lim.RPM)
+	}
+	switch tpm := a.tpm.Load(); {
+	case lim.TPM == 0:
+		a.tpm.Store(nil)
+	case tpm == nil || tpm.capacity != float64(lim.TPM):
+		a.tpm.Store(newTokenBucket(lim.TPM, now))
+	}
+}
+
+func (a *localAccount) hasRates() bool { return a.rpm.Load() != nil || a.tpm.Load() != nil }
+
+func (a *localAccount) setLimits(now time.Time, lim accountLimits) {
+	a.fixed.Store(int64(lim.MaxConcurrent))
+	if a.adaptive != nil {
+		a.adaptive.setCeiling(lim.MaxConcurrent)
+	}
+	a.setRates(now, lim)
 }
 
 func (a *localAccount) maxInFlight() int64 {
 	if a.adaptive != nil {
 		return a.adaptive.get()
 	}
-	return a.fixed
+	return a.fixed.Load()
 }
 
 func (a *localAccount) take(now time.Time, tokens int) (int64, time.Time) {
@@ -104,23 +134,24 @@ func (a *localAccount) take(now time.Time, tokens int) (int64, time.Time) {
 // takeTokens takes one request token and the request's tokens, or takes
 // nothing and returns when they will be there.
 func (a *localAccount) takeTokens(now time.Time, tokens int) time.Time {
-	if a.rpm != nil {
+	rpm, tpm := a.rpm.Load(), a.tpm.Load()
+	if rpm != nil {
 		// Look first, so that a refusal takes nothing.
-		if have := a.rpm.TokensAt(now); have < 1 {
-			d := time.Duration(math.Ceil((1 - have) / float64(a.rpm.Limit()) * float64(time.Second)))
+		if have := rpm.TokensAt(now); have < 1 {
+			d := time.Duration(math.Ceil((1 - have) / float64(rpm.Limit()) * float64(time.Second)))
 			return now.Add(max(d, time.Millisecond))
 		}
 	}
-	if a.tpm != nil && tokens > 0 {
-		if ok, at := a.tpm.take(now, tokens); !ok {
+	if tpm != nil && tokens > 0 {
+		if ok, at := tpm.take(now, tokens); !ok {
 			return at
 		}
 	}
-	if a.rpm != nil && !a.rpm.AllowN(now, 1) {
+	if rpm != nil && !rpm.AllowN(now, 1) {
 		// Another request took the last token since: give the TPM back
 		// and try again soon.
-		if a.tpm != nil && tokens > 0 {
-			a.tpm.adjust(now, tokens)
+		if tpm != nil && tokens > 0 {
+			tpm.adjust(now, tokens)
 		}
 		return now.Add(time.Millisecond)
 	}
@@ -155,18 +186,18 @@ func (a *localAccount) overloaded(inFlight int64) bool {
 }
 
 func (a *localAccount) settleTokens(now time.Time, reserved, used int) {
-	if a.tpm != nil && used != reserved {
-		a.tpm.adjust(now, reserved-used)
+	if tpm := a.tpm.Load(); tpm != nil && used != reserved {
+		tpm.adjust(now, reserved-used)
 	}
 }
 
 func (a *localAccount) resync(now time.Time, remainingRequests, remainingTokens int) {
-	if a.tpm != nil && remainingTokens >= 0 {
-		a.tpm.lowerTo(now, remainingTokens)
+	if tpm := a.tpm.Load(); tpm != nil && remainingTokens >= 0 {
+		tpm.lowerTo(now, remainingTokens)
 	}
-	if a.rpm != nil && remainingRequests >= 0 {
-		if extra := int(a.rpm.TokensAt(now)) - remainingRequests; extra > 0 {
-			a.rpm.ReserveN(now, extra) // consumed, never cancelled
+	if rpm := a.rpm.Load(); rpm != nil && remainingRequests >= 0 {
+		if extra := int(rpm.TokensAt(now)) - remainingRequests; extra > 0 {
+			rpm.ReserveN(now, extra) // consumed, never cancelled
 		}
 	}
 }

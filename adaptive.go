@@ -32,7 +32,7 @@ import (
 type adaptiveLimit struct {
 	mu          sync.Mutex
 	limit       float64
-	ceiling     float64 // MaxConcurrent, or +Inf
+	ceiling     atomic.Int64 // MaxConcurrent, or 0 for none
 	inSlowStart bool
 	dropLevel   float64 // in flight when the last overload came; +Inf once passed
 
@@ -44,19 +44,37 @@ type adaptiveLimit struct {
 const probeSlowdown = 8
 
 func newAdaptiveLimit(ceiling int) *adaptiveLimit {
-	l := &adaptiveLimit{limit: 1, ceiling: math.Inf(1), inSlowStart: true, dropLevel: math.Inf(1)}
+	l := &adaptiveLimit{limit: 1, inSlowStart: true, dropLevel: math.Inf(1)}
 	if ceiling > 0 {
 		// A known cap is where to start; the limit only learns when the
 		// provider's real cap is lower (a draining balance).
-		l.limit, l.ceiling, l.inSlowStart = float64(ceiling), float64(ceiling), false
+		l.limit, l.inSlowStart = float64(ceiling), false
 	}
+	l.ceiling.Store(int64(ceiling))
 	l.current.Store(int64(l.limit))
 	return l
 }
 
+// setCeiling changes MaxConcurrent on a live pool: the limit moves to the
+// new ceiling, or starts learning from where it is when there is none.
+func (l *adaptiveLimit) setCeiling(ceiling int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ceiling.Store(int64(ceiling))
+	if ceiling > 0 {
+		l.limit, l.inSlowStart = float64(ceiling), false
+	}
+	l.current.Store(int64(l.limit))
+}
+
 func (l *adaptiveLimit) get() int64 { return l.current.Load() }
 
-func (l *adaptiveLimit) ceilingNow() float64 { return l.ceiling }
+func (l *adaptiveLimit) ceilingNow() float64 {
+	if c := l.ceiling.Load(); c > 0 {
+		return float64(c)
+	}
+	return math.Inf(1)
+}
 
 // succeeded grows the limit after a success sent with inFlight requests
 // in flight on the account, itself included.
@@ -80,7 +98,7 @@ func (l *adaptiveLimit) succeeded(inFlight int64) {
 			l.dropLevel = math.Inf(1) // the cap went up: back to normal growth
 		}
 	}
-	l.limit = min(l.limit, l.ceiling, 1e6)
+	l.limit = min(l.limit, l.ceilingNow(), 1e6)
 	l.current.Store(int64(l.limit))
 }
 

@@ -130,7 +130,7 @@ func dropCompleteComments(buf []byte) []byte {
 // provider says remains, so that its limits are kept before a 429 rather
 // than learnt from one.
 func (t *Transport) resyncFromHeaders(resp *http.Response, k *keyState) {
-	if k.limits.RPM == 0 && k.limits.TPM == 0 {
+	if !k.account.hasRates() {
 		return
 	}
 	requests := headerInt(resp.Header, "X-Ratelimit-Remaining-Requests")

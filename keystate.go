@@ -8,6 +8,7 @@ import (
 
 // keyState is one key's configuration and live state.
 type keyState struct {
+	cfg    Key // as validated; the source of truth when keys are added
 	name   string
 	secret string
 	// The values of the auth headers, built once; their capacity is
@@ -42,6 +43,7 @@ const disabledForever = int64(1<<63 - 1)
 
 func newKeyState(k Key, acct accountState, lim accountLimits) *keyState {
 	ks := &keyState{
+		cfg:          k,
 		name:         k.Name,
 		secret:       k.Secret,
 		bearerHeader: []string{"Bearer " + k.Secret}[:1:1],

@@ -21,6 +21,10 @@ type Pool struct {
 	// queue behind them (FIFO), and releases wake the queue.
 	nwait atomic.Int64
 
+	// reconfig serializes changes to the set of keys (Add, Remove,
+	// SetWeight, SetLimits); requests never take it.
+	reconfig sync.Mutex
+
 	mu        sync.Mutex // guards the fields below
 	waiters   list.List  // of *waiter, oldest first
 	timerAt   int64      // when the wake-up timer fires, unix nanoseconds
@@ -71,25 +75,36 @@ func New(keys []Key, opts ...Option) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{cfg: cfg, clock: cfg.clock}
+	p.snap.Store(newSnapshot(p.buildKeys(normalized, accountLimits, nil)))
+	return p, nil
+}
+
+// buildKeys makes the state of validated keys. Keys of an account that
+// already has state in existing join it.
+func (p *Pool) buildKeys(keys []Key, limits map[string]accountLimits, existing []*keyState) []*keyState {
 	now := p.clock.Now()
 	accounts := make(map[string]accountState)
-	states := make([]*keyState, len(normalized))
-	for i, k := range normalized {
+	for _, k := range existing {
+		if k.acctKey != "" {
+			accounts[k.acctKey] = k.account
+		}
+	}
+	states := make([]*keyState, len(keys))
+	for i, k := range keys {
 		lim := limitsOf(k)
 		var acct accountState
 		if k.Account == "" {
-			acct = newLocalAccount(k.Name, lim, cfg.adaptive, now)
+			acct = newLocalAccount(k.Name, lim, p.cfg.adaptive, now)
 		} else {
-			lim = accountLimits[k.Account]
+			lim = limits[k.Account]
 			if acct = accounts[k.Account]; acct == nil {
-				acct = newLocalAccount(k.Account, lim, cfg.adaptive, now)
+				acct = newLocalAccount(k.Account, lim, p.cfg.adaptive, now)
 				accounts[k.Account] = acct
 			}
 		}
 		states[i] = newKeyState(k, acct, lim)
 	}
-	p.snap.Store(newSnapshot(states))
-	return p, nil
+	return states
 }
 
 // acquireRequest is what a request needs from a key.

@@ -1,0 +1,116 @@
+package keypool
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Add adds keys to a pool that is serving requests. They are checked as
+// New checks keys, together with the keys already in the pool (a secret
+// already there is a duplicate); an error adds none of them. Keys that
+// name an existing Account join it and share its state.
+func (p *Pool) Add(keys ...Key) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	p.reconfig.Lock()
+	defer p.reconfig.Unlock()
+	old := p.snap.Load()
+	all := make([]Key, 0, len(old.keys)+len(keys))
+	for _, k := range old.keys {
+		all = append(all, k.cfg)
+	}
+	all = append(all, keys...)
+	normalized, limits, err := validateKeys(all)
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) && ce.Index >= len(old.keys) {
+			ce.Index -= len(old.keys) // number the key as the caller did
+		}
+		return err
+	}
+	now := p.clock.Now()
+	for _, k := range old.keys {
+		if k.acctKey != "" && limits[k.acctKey] != k.limits {
+			// A new key declared a limit its account had left open.
+			k.account.setLimits(now, limits[k.acctKey])
+			k.limits = limits[k.acctKey]
+			k.cfg.RPM, k.cfg.TPM, k.cfg.MaxConcurrent = k.limits.RPM, k.limits.TPM, k.limits.MaxConcurrent
+		}
+	}
+	added := p.buildKeys(normalized[len(old.keys):], limits, old.keys)
+	p.snap.Store(newSnapshot(append(slices.Clone(old.keys), added...)))
+	p.wake()
+	return nil
+}
+
+// Remove takes the key with the given name out of the pool. Requests in
+// flight on it finish normally; requests waiting for it are served by the
+// other keys. The last key cannot be removed.
+func (p *Pool) Remove(name string) error {
+	p.reconfig.Lock()
+	defer p.reconfig.Unlock()
+	old := p.snap.Load()
+	k := old.byName[name]
+	if k == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	}
+	if len(old.keys) == 1 {
+		return fmt.Errorf("%w: %q is the last key", ErrNoKeys, name)
+	}
+	keys := slices.DeleteFunc(slices.Clone(old.keys), func(x *keyState) bool { return x == k })
+	p.snap.Store(newSnapshot(keys))
+	p.wake()
+	return nil
+}
+
+// SetWeight changes the weight of the key with the given name; 0 means 1.
+func (p *Pool) SetWeight(name string, weight float64) error {
+	if math.IsNaN(weight) || math.IsInf(weight, 0) || weight < 0 {
+		return fmt.Errorf("%w: weight %v for %q; want a finite number, 0 (meaning 1) or more", ErrInvalidConfig, weight, name)
+	}
+	if weight == 0 {
+		weight = 1
+	}
+	p.reconfig.Lock()
+	defer p.reconfig.Unlock()
+	old := p.snap.Load()
+	k := old.byName[name]
+	if k == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	}
+	k.weight, k.cfg.Weight = weight, weight
+	p.snap.Store(newSnapshot(old.keys))
+	return nil
+}
+
+// SetLimits changes the RPM, TPM and in-flight limits of the key with the
+// given name, or of its whole account if it has one; 0 means no limit
+// (for MaxConcurrent with adaptive limits: learn it). Requests in flight
+// keep their slots.
+func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
+	if rpm < 0 || tpm < 0 || maxConcurrent < 0 {
+		return fmt.Errorf("%w: limits %d RPM, %d TPM, %d in flight for %q; want 0 (no limit) or more",
+			ErrInvalidConfig, rpm, tpm, maxConcurrent, name)
+	}
+	p.reconfig.Lock()
+	defer p.reconfig.Unlock()
+	old := p.snap.Load()
+	k := old.byName[name]
+	if k == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	}
+	lim := accountLimits{RPM: rpm, TPM: tpm, MaxConcurrent: maxConcurrent}
+	k.account.setLimits(p.clock.Now(), lim)
+	for _, other := range old.keys {
+		if other.account == k.account {
+			other.limits = lim
+			other.cfg.RPM, other.cfg.TPM, other.cfg.MaxConcurrent = rpm, tpm, maxConcurrent
+		}
+	}
+	p.snap.Store(newSnapshot(old.keys)) // whether requests need token estimates may change
+	p.wake()
+	return nil
+}

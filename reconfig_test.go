@@ -1,0 +1,164 @@
+package keypool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keypool/keypool/internal/fakeupstream"
+)
+
+func TestReconfigureUnderLoad(t *testing.T) {
+	secrets := make([]string, 8)
+	for i := range secrets {
+		secrets[i] = fmt.Sprintf("sk-live-%d-0123456789abcdef", i)
+	}
+	sim := startUpstream(t, fakeupstream.Config{Keys: simKeys(nil, secrets...), Latency: time.Millisecond, StreamChunks: 2})
+	p := mustPool(t, keysOf(secrets[:3]...))
+	tr := NewTransport(p, WithBase(sim.Client().Transport))
+	ctx, stop := context.WithCancel(context.Background())
+	var failed, sent atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				resp, err := post(t, tr, sim.URL, chatBody)
+				sent.Add(1)
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if resp != nil {
+					readAll(t, resp)
+				}
+			}
+		}()
+	}
+	// Reconfigure while the callers run.
+	for i := 3; i < len(secrets); i++ {
+		if err := p.Add(Key{Secret: secrets[i], Weight: float64(i)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		names := p.Stats()
+		if err := p.SetWeight(names[1].Name, 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetLimits(names[2].Name, 0, 0, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Remove(names[0].Name); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed while the pool was reconfigured", failed.Load(), sent.Load())
+	}
+	st := p.Stats()
+	if len(st) != 3 {
+		t.Fatalf("%d keys left, want 3", len(st))
+	}
+	for _, s := range st {
+		if s.InFlight != 0 {
+			t.Errorf("%s: %d in flight after the callers stopped", s.Name, s.InFlight)
+		}
+	}
+	if sim.Counters(secrets[7]).OK == 0 {
+		t.Error("a key added at runtime got no traffic")
+	}
+}
+
+func TestRemovedKeyFinishesItsRequest(t *testing.T) {
+	sim := startUpstream(t, fakeupstream.Config{Keys: simKeys(nil, "sk-a", "sk-b"), StreamChunks: 3, ChunkEvery: 5 * time.Millisecond})
+	p := mustPool(t, []Key{{Secret: "sk-a", Weight: 1000, MaxConcurrent: 1}, {Secret: "sk-b"}})
+	tr := NewTransport(p, WithBase(sim.Client().Transport))
+	resp, err := post(t, tr, sim.URL, `{"model":"m","stream":true}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := p.Stats()[0]
+	if removed.InFlight != 1 {
+		t.Fatalf("stream not on the heavy key: %+v", removed)
+	}
+	if err := p.Remove(removed.Name); err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); !strings.Contains(body, "[DONE]") {
+		t.Errorf("stream on a removed key cut short: %q", body)
+	}
+	k := p.snap.Load().keys[0]
+	if k.name == removed.Name {
+		t.Fatal("key not removed")
+	}
+	// The removed key's slot came back to its own account, not another's.
+	if n := p.Stats()[0].InFlight; n != 0 {
+		t.Errorf("remaining key has %d in flight", n)
+	}
+	if err := p.Remove(k.name); !errors.Is(err, ErrNoKeys) {
+		t.Errorf("removing the last key: %v", err)
+	}
+}
+
+func TestReconfigureValidates(t *testing.T) {
+	p := mustPool(t, []Key{{Secret: "sk-a-0123456789abcdef", Account: "acme", RPM: 60}})
+	if err := p.Add(Key{Secret: "sk-b"}, Key{Secret: "sk-a-0123456789abcdef"}); err == nil || !strings.Contains(err.Error(), "key #1") {
+		t.Errorf("duplicate secret: %v", err)
+	}
+	if err := p.Add(Key{Secret: "sk-c", Account: "acme", RPM: 30}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("conflicting account limits: %v", err)
+	}
+	if len(p.Stats()) != 1 {
+		t.Fatal("a failed Add added keys")
+	}
+	if err := p.Add(Key{Secret: "sk-d", Account: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	s := p.snap.Load()
+	if s.keys[0].account != s.keys[1].account {
+		t.Error("added key did not join its account")
+	}
+	for _, w := range []float64{-1, math.NaN(), math.Inf(1)} {
+		if err := p.SetWeight(s.keys[0].name, w); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("SetWeight(%v): %v", w, err)
+		}
+	}
+	if err := p.SetLimits(s.keys[0].name, -1, 0, 0); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("negative limit: %v", err)
+	}
+	if err := p.SetWeight("nope", 1); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("unknown key: %v", err)
+	}
+	if err := p.SetLimits(s.keys[1].name, 0, 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st[0].Limit != 5 || st[1].Limit != 5 {
+		t.Errorf("account limit after SetLimits: %d %d", st[0].Limit, st[1].Limit)
+	}
+}
+
+func TestSetWeightChangesShares(t *testing.T) {
+	p, _ := newTestPool(t, keysOf("sk-a", "sk-b"))
+	proveAll(p)
+	if err := p.SetWeight(p.Stats()[1].Name, 4); err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for range 5000 {
+		l := mustAcquire(t, p, &acquireRequest{})
+		counts[l.key.name]++
+		l.release()
+	}
+	if r := float64(counts[p.Stats()[1].Name]) / 5000; math.Abs(r-0.8) > 0.02 {
+		t.Errorf("share after SetWeight(4): %.3f, want 0.8", r)
+	}
+}
