@@ -19,9 +19,6 @@ type accountState interface {
 	take(now time.Time, tokens int) (inFlight int64, readyAt time.Time)
 	// put returns a slot claimed by take.
 	put()
-	// blockedUntil is the end of the account's cooldown or disablement,
-	// in unix nanoseconds, or 0.
-	blockedUntil() int64
 	coolDown(now time.Time, d time.Duration)
 	// rateLimited counts a 429 and returns how many came in a row.
 	rateLimited() int32
@@ -161,10 +158,6 @@ func (a *localAccount) takeTokens(now time.Time, tokens int) time.Time {
 func (a *localAccount) put()            { a.inflight.Add(-1) }
 func (a *localAccount) inFlight() int64 { return a.inflight.Load() }
 func (a *localAccount) limit() int      { return int(a.maxInFlight()) }
-
-func (a *localAccount) blockedUntil() int64 {
-	return max(a.coolUntil.Load(), a.offUntil.Load())
-}
 
 func (a *localAccount) coolDown(now time.Time, d time.Duration) {
 	storeLater(&a.coolUntil, now.Add(d).UnixNano())

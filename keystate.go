@@ -87,34 +87,40 @@ func (k *keyState) host(origin string) string {
 	return origin
 }
 
-// blockedUntil is the time until which the key may not be used at all, in
+// disabledUntil is the time until which the key may not be used and is
+// not worth waiting for (disabled or ejected, itself or its account), in
 // unix nanoseconds, or 0.
-func (k *keyState) blockedUntil() int64 {
-	return max(k.offUntil.Load(), k.ejectedUntil.Load(), k.account.blockedUntil())
+func (k *keyState) disabledUntil() int64 {
+	return max(k.offUntil.Load(), k.ejectedUntil.Load(), k.account.disabledUntil())
 }
 
 // tryTake claims a slot on the key for a request needing tokens and
 // returns how many requests its account has in flight with it. When it
-// cannot, it returns 0 and when it might succeed (unix nanoseconds), or 0
-// if it waits for a request in flight to finish.
-func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt int64) {
-	if at := k.blockedUntil(); at > now.UnixNano() {
-		return 0, at
+// cannot, it returns 0, and readyAt: when it might succeed (unix
+// nanoseconds), or 0 if it waits for a request in flight to finish. hard
+// is set when the key is disabled or ejected: not worth waiting for.
+func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt int64, hard bool) {
+	ns := now.UnixNano()
+	if at := k.disabledUntil(); at > ns {
+		return 0, at, true
+	}
+	if at := k.account.cooldownUntil(); at > ns {
+		return 0, at, false
 	}
 	if k.proven.Load() {
 		k.inflight.Add(1)
 	} else if !k.inflight.CompareAndSwap(0, 1) {
-		return 0, 0
+		return 0, 0, false
 	}
 	n, at := k.account.take(now, tokens)
 	if n == 0 {
 		k.inflight.Add(-1)
 		if at.IsZero() {
-			return 0, 0
+			return 0, 0, false
 		}
-		return 0, at.UnixNano()
+		return 0, at.UnixNano(), false
 	}
-	return n, 0
+	return n, 0, false
 }
 
 // put returns a slot claimed by tryTake.

@@ -201,6 +201,23 @@ func WithFirstTokenTimeout(d time.Duration) TransportOption {
 	}
 }
 
+// WithRetryBudget bounds the retries made after provider failures (5xx,
+// 408, 409, 529, broken connections, empty answers) to ratio times the
+// requests of the last 10 seconds, plus minPerSecond retries a second
+// that are always allowed, as Envoy's retry budgets do. When the budget
+// is spent such a failure goes to the caller at once. Failovers for
+// refused keys and rate limits are not counted: they do not add load to a
+// failing provider. The default is 0.2 and 1;
+// WithRetryBudget(math.Inf(1), 0) turns the budget off.
+func WithRetryBudget(ratio, minPerSecond float64) TransportOption {
+	return func(t *Transport) {
+		if !(ratio >= 0) || !(minPerSecond >= 0) {
+			panic(fmt.Sprintf("keypool: WithRetryBudget(%v, %v): want numbers of 0 or more", ratio, minPerSecond))
+		}
+		t.budget = newRetryBudget(ratio, minPerSecond)
+	}
+}
+
 // WithBackoff sets the backoff used before retrying after a provider
 // failure (5xx, 408, 409, 529). newBackOff is called once per request
 // that needs it. The default is exponential from 200ms to 5s with ±50%

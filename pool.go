@@ -3,6 +3,7 @@ package keypool
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,16 +130,36 @@ func (r *acquireRequest) hasTried(k *keyState) bool {
 // blocked says why no key could be taken.
 type blocked struct {
 	possible bool  // some key could serve the request at some point
+	waitable bool  // some key is only busy, cooling or out of rate tokens
 	busy     bool  // some key is waiting only for a request in flight to end
-	earliest int64 // earliest time some key is free, unix nanoseconds; 0 if none
+	earliest int64 // earliest time a waitable key is free, unix nanoseconds; 0 if none
+	back     int64 // earliest time a disabled or ejected key comes back
 }
 
-func (b *blocked) note(readyAt int64) {
-	if readyAt == 0 {
+func (b *blocked) note(readyAt int64, hard bool) {
+	switch {
+	case hard:
+		if b.back == 0 || readyAt < b.back {
+			b.back = readyAt
+		}
+		return
+	case readyAt == 0:
 		b.busy = true
-	} else if b.earliest == 0 || readyAt < b.earliest {
+	case b.earliest == 0 || readyAt < b.earliest:
 		b.earliest = readyAt
 	}
+	b.waitable = true
+}
+
+// unavailable is the error for a request that no key can serve now and
+// none will before it is worth waiting: none serves it, or every key
+// that does is disabled or ejected.
+func (b *blocked) unavailable() error {
+	if !b.possible {
+		return ErrNoKeyAvailable
+	}
+	return fmt.Errorf("%w: every key that could serve it is disabled or ejected, the first until %s",
+		ErrNoKeyAvailable, time.Unix(0, b.back).Format(time.RFC3339))
 }
 
 // fastProbes is how many slots of the cycle a pick tries before it falls
@@ -164,7 +185,7 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
 		if !k.serves(r) || r.hasTried(k) {
 			continue
 		}
-		if n, _ := k.tryTake(now, r.tokens); n > 0 {
+		if n, _, _ := k.tryTake(now, r.tokens); n > 0 {
 			return k, n, b
 		}
 	}
@@ -178,21 +199,21 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
 		if r.hasTried(k) {
 			continue
 		}
-		n, at := k.tryTake(now, r.tokens)
+		n, at, hard := k.tryTake(now, r.tokens)
 		if n > 0 {
 			return k, n, b
 		}
-		b.note(at)
+		b.note(at, hard)
 	}
 	for _, k := range r.tried {
 		if s.byName[k.name] != k || !k.serves(r) {
 			continue // removed since, or not for this request
 		}
-		n, at := k.tryTake(now, r.tokens)
+		n, at, hard := k.tryTake(now, r.tokens)
 		if n > 0 {
 			return k, n, b
 		}
-		b.note(at)
+		b.note(at, hard)
 	}
 	return nil, 0, b
 }
@@ -205,8 +226,8 @@ func (p *Pool) acquire(ctx context.Context, r *acquireRequest) (*lease, error) {
 		if k != nil {
 			return p.newLease(k, r.tokens, n), nil
 		}
-		if !b.possible {
-			return nil, ErrNoKeyAvailable
+		if !b.waitable {
+			return nil, b.unavailable()
 		}
 	}
 	return p.wait(ctx, r)
@@ -309,8 +330,8 @@ func (p *Pool) dispatchLocked() {
 		switch {
 		case k != nil:
 			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
-		case !b.possible:
-			p.serveLocked(w, grant{err: ErrNoKeyAvailable})
+		case !b.waitable:
+			p.serveLocked(w, grant{err: b.unavailable()})
 		case !b.busy && b.earliest > w.deadline:
 			w.earliest = b.earliest
 			p.serveLocked(w, grant{err: &WaitError{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -291,11 +292,10 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 		t.Errorf("got %s, want the one key left", l.key.name)
 	}
 	l.release()
-	// Nothing left: fail at once rather than wait for a key that is
-	// disabled forever.
+	// Nothing left: fail at once rather than wait for disabled keys.
 	p.report(&lease{pool: p, key: keys[1]}, Outcome{Effect: EffectKeyRevoked}, 401)
 	_, err := p.acquire(context.Background(), &acquireRequest{})
-	if !errors.Is(err, ErrWaitTimeout) {
+	if !errors.Is(err, ErrNoKeyAvailable) || !strings.Contains(err.Error(), "disabled or ejected") {
 		t.Errorf("all disabled: %v", err)
 	}
 }

@@ -44,11 +44,11 @@ func TestHeadersResyncTheBuckets(t *testing.T) {
 	h.Set("X-Ratelimit-Remaining-Requests", "0")
 	h.Set("X-Ratelimit-Remaining-Tokens", "10")
 	tr.resyncFromHeaders(&http.Response{Header: h}, k)
-	if n, at := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
+	if n, at, _ := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
 		t.Fatal("took a request the provider said had no budget left")
 	}
 	c.Advance(100 * time.Millisecond) // 1 request token back, 100 tokens back
-	if n, _ := k.tryTake(c.Now(), 50); n == 0 {
+	if n, _, _ := k.tryTake(c.Now(), 50); n == 0 {
 		t.Fatal("bucket did not refill after resync")
 	}
 }

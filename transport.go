@@ -32,6 +32,7 @@ type Transport struct {
 	newBackOff   func() backoff.BackOff
 
 	firstTokenTimeout time.Duration
+	budget            *retryBudget
 }
 
 // NewTransport returns a Transport that sends requests with keys from p.
@@ -46,6 +47,7 @@ func NewTransport(p *Pool, opts ...TransportOption) *Transport {
 		maxBodyBytes: 32 << 20,
 		retryOnReset: true,
 		newBackOff:   defaultBackOff,
+		budget:       newRetryBudget(0.2, 1),
 	}
 	for _, o := range opts {
 		o(t)
@@ -92,6 +94,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ar.model, ar.tokens = meta.Model, meta.Tokens
 	}
 
+	t.budget.request(t.pool.clock.Now())
 	var attempts []Attempt
 	var last *http.Response // the latest upstream answer, buffered
 	var bo backoff.BackOff
@@ -141,7 +144,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if o.Effect != EffectRateLimited {
 			charged++
 		}
-		if o.Retry == RetryNo || charged >= t.maxAttempts || n >= 4*t.maxAttempts {
+		// Retries after provider failures come out of the retry budget, so
+		// that an outage is not multiplied into a retry storm.
+		final := o.Retry == RetryNo || charged >= t.maxAttempts || n >= 4*t.maxAttempts ||
+			(o.Effect == EffectFailure && !t.budget.allow(t.pool.clock.Now()))
+		if final {
 			if resp != nil {
 				return handOver(resp, req, l), nil
 			}
