@@ -1,0 +1,103 @@
+package keypool
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// ParseKeys reads a key list as it is kept in an environment variable or
+// a file: entries separated by commas or new lines, each a secret
+// followed by any of these options, separated by semicolons:
+//
+//	name=NAME  account=NAME  base=URL  weight=W  rpm=N  tpm=N  max=N  models=M1|M2
+//
+// Blank entries and lines starting with # are skipped. For example:
+//
+//	sk-aaa;max=50, sk-bbb;weight=2;account=team;models=deepseek-chat|deepseek-reasoner
+//
+// Errors name an entry by its position and masked secret, never by the
+// secret itself. ParseKeys checks the syntax; New checks the keys.
+func ParseKeys(list string) ([]Key, error) {
+	var keys []Key
+	n := 0
+	for _, line := range strings.Split(list, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		for _, entry := range strings.Split(line, ",") {
+			entry = strings.TrimSpace(entry)
+			if entry == "" {
+				continue
+			}
+			n++
+			k, err := parseKeyEntry(entry)
+			if err != nil {
+				return nil, fmt.Errorf("%w: key list entry #%d: %v", ErrInvalidConfig, n, err)
+			}
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%w: the key list holds no keys", ErrNoKeys)
+	}
+	return keys, nil
+}
+
+func parseKeyEntry(entry string) (Key, error) {
+	fields := strings.Split(entry, ";")
+	k := Key{Secret: strings.TrimSpace(fields[0])}
+	label := maskSecret(k.Secret)
+	if k.Secret == "" {
+		return k, fmt.Errorf("no secret before the options")
+	}
+	if strings.ContainsAny(k.Secret, " \t") {
+		return k, fmt.Errorf("(%s): the secret holds white space; is a ';' missing?", label)
+	}
+	for i, f := range fields[1:] {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(f, "=")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if !ok || name == "" {
+			// Not quoted: it may be a second secret after a ';' meant as ','.
+			return k, fmt.Errorf("(%s): option %d is not name=value; separate keys with ',' or new lines", label, i+1)
+		}
+		var err error
+		switch strings.ToLower(name) {
+		case "name":
+			k.Name = value
+		case "account":
+			k.Account = value
+		case "base", "base_url", "baseurl":
+			k.BaseURL = value
+		case "weight":
+			k.Weight, err = strconv.ParseFloat(value, 64)
+		case "rpm":
+			k.RPM, err = strconv.Atoi(value)
+		case "tpm":
+			k.TPM, err = strconv.Atoi(value)
+		case "max", "max_concurrent", "maxconcurrent":
+			k.MaxConcurrent, err = strconv.Atoi(value)
+		case "models":
+			k.Models = strings.Split(value, "|")
+		default:
+			return k, fmt.Errorf("(%s): unknown option %s; known: name, account, base, weight, rpm, tpm, max, models", label, quoteShort(name))
+		}
+		if err != nil {
+			return k, fmt.Errorf("(%s): %s=%s is not a number", label, name, quoteShort(value))
+		}
+	}
+	return k, nil
+}
+
+// quoteShort quotes what an error repeats from the input, unless it is
+// long enough to be a secret put in the wrong place.
+func quoteShort(s string) string {
+	if len(s) > 12 {
+		return fmt.Sprintf("(%d bytes, not shown)", len(s))
+	}
+	return strconv.Quote(s)
+}
