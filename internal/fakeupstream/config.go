@@ -31,11 +31,16 @@ const (
 type Fault int
 
 const (
-	FaultNone      Fault = iota
-	FaultRevoked         // 401 invalid_api_key
-	FaultNoBalance       // 402 Insufficient Balance (DeepSeek)
-	FaultQuota           // 429 insufficient_quota (OpenAI)
-	FaultForbidden       // 403
+	FaultNone              Fault = iota
+	FaultRevoked                 // 401 invalid_api_key
+	FaultNoBalance               // 402 Insufficient Balance (DeepSeek)
+	FaultQuota                   // 429 insufficient_quota (OpenAI)
+	FaultForbidden               // 403
+	FaultRateLimited             // 429 rate_limit_exceeded with Retry-After: 1
+	FaultServerError             // 500
+	FaultGarbage                 // 502 with 256 KiB of random bytes for a body
+	FaultResetAfterHeaders       // 200 headers and a few bytes, then the connection is reset
+	FaultSlowHeaders             // headers only after 300ms
 )
 
 // Account is the limits of one account.

@@ -1,6 +1,8 @@
 package fakeupstream
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -52,6 +54,9 @@ type Counters struct {
 	// Busy is the total time the key's admitted requests held a slot of
 	// their account, from admission until the answer was complete.
 	Busy time.Duration
+	// BodyMismatches counts requests whose body did not match their
+	// X-Body-Sha256 header: a body replayed wrong.
+	BodyMismatches int
 }
 
 // New starts a server on loopback. Close it when done.
@@ -110,6 +115,7 @@ func (s *Server) Total() Counters {
 		t.PromptTokens += c.PromptTokens
 		t.CompletionTokens += c.CompletionTokens
 		t.Busy += c.Busy
+		t.BodyMismatches += c.BodyMismatches
 	}
 	return t
 }
@@ -217,6 +223,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		completionTokens = min(completionTokens, *req.MaxTokens)
 	}
 	secret := secretOf(r)
+	if want := r.Header.Get("X-Body-Sha256"); want != "" {
+		if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != want {
+			s.mu.Lock()
+			s.countsLocked(secret).BodyMismatches++
+			s.mu.Unlock()
+		}
+	}
 
 	d, release := s.admit(secret, promptTokens+completionTokens)
 	defer release() // no-op once called; the answers call it when complete
@@ -224,12 +237,26 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case admitReset:
 		resetConnection(w)
 		return
+	case admitResetAfterHeaders:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"id":`)
+		w.(http.Flusher).Flush()
+		resetConnection(w)
+		return
+	case admitGarbage:
+		w.WriteHeader(http.StatusBadGateway)
+		w.Write(d.garbage)
+		return
 	case admitError:
 		writeError(w, d.status, d.errType, d.code, d.message, d.header)
 		return
 	}
 	for k, v := range d.header {
 		w.Header()[k] = v
+	}
+	if d.key.Fault == FaultSlowHeaders && !sleepCtx(r, 300*time.Millisecond) {
+		return
 	}
 	if req.Stream {
 		if !s.stream(w, r, d.key, req.Model, promptTokens, completionTokens, release) {
@@ -264,6 +291,8 @@ const (
 	admitOK admitKind = iota
 	admitError
 	admitReset
+	admitResetAfterHeaders
+	admitGarbage
 )
 
 type decision struct {
@@ -273,6 +302,7 @@ type decision struct {
 	header                 http.Header
 	latency                time.Duration
 	key                    Key
+	garbage                []byte
 }
 
 // admit decides a request's fate under the lock and claims its in-flight
@@ -296,6 +326,23 @@ func (s *Server) admit(secret string, tokens int) (decision, func()) {
 	case FaultNoBalance:
 		c.NoBalance++
 		return decision{kind: admitError, status: 402, errType: "unknown_error", code: "invalid_request_error", message: "Insufficient Balance"}, noop
+	case FaultRateLimited:
+		c.RateLimited++
+		return decision{kind: admitError, status: 429, errType: "requests", code: "rate_limit_exceeded",
+			message: "Rate limit reached", header: http.Header{"Retry-After": {"1"}}}, noop
+	case FaultServerError:
+		c.ServerErrors++
+		return decision{kind: admitError, status: 500, errType: "server_error", code: "internal_error", message: "internal error"}, noop
+	case FaultGarbage:
+		c.ServerErrors++
+		garbage := make([]byte, 256<<10)
+		for i := range garbage {
+			garbage[i] = byte(s.rng.Uint32())
+		}
+		return decision{kind: admitGarbage, garbage: garbage}, noop
+	case FaultResetAfterHeaders:
+		c.Resets++
+		return decision{kind: admitResetAfterHeaders}, noop
 	case FaultQuota:
 		c.QuotaErrors++
 		return decision{kind: admitError, status: 429, errType: "insufficient_quota", code: "insufficient_quota",
