@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -288,4 +289,50 @@ func runCapacity(b *testing.B, latency time.Duration) {
 	b.ReportMetric(float64(busy)/float64(samples*nKeys*cap), "slot-occupancy")
 	b.ReportMetric(100*float64(total.RateLimited)/float64(max(total.Requests, 1)), "upstream429%")
 	b.ReportMetric(float64(failed.Load()), "caller-errors")
+}
+
+// BenchmarkWaitingCallers measures what a caller waiting for a key costs
+// keypool: heap bytes per waiter (the queue entry, its channel and its
+// max-wait timer) and, for scale, the waiting goroutine's stack, with
+// 10,000 callers queued for a pool whose only slot is taken.
+func BenchmarkWaitingCallers(b *testing.B) {
+	const waiters = 10_000
+	for b.Loop() {
+		p, err := New([]Key{{Secret: "sk-wait-0123456789abcdef", MaxConcurrent: 1}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		proveAll(p)
+		hold, err := p.acquire(context.Background(), &acquireRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		var wg sync.WaitGroup
+		for range waiters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := p.acquire(ctx, &acquireRequest{}); err == nil {
+					b.Error("served while the slot was held")
+				}
+			}()
+		}
+		for p.nwait.Load() < waiters {
+			time.Sleep(time.Millisecond)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/waiters, "heap-B/waiter")
+		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/waiters, "stack-B/waiter")
+		cancel()
+		wg.Wait()
+		hold.release()
+		if p.nwait.Load() != 0 {
+			b.Fatal("waiters left after cancel")
+		}
+	}
 }

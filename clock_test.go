@@ -67,10 +67,3 @@ func (c *fakeClock) Advance(d time.Duration) {
 		t.f()
 	}
 }
-
-// pending reports how many timers are waiting.
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}

@@ -33,7 +33,17 @@
 //     caller it is never replayed, so a stream that has started is never
 //     repeated;
 //   - holds its key's in-flight slot until the response body is closed
-//     or read to its end, so streams count against MaxConcurrent.
+//     or read to its end, so streams count against MaxConcurrent;
+//   - learns each account's in-flight limit from bare 429s when the
+//     provider does not say it (WithAdaptiveLimits), settles TPM
+//     reservations from the usage the upstream reports, and can fail over
+//     a stream still queued past WithFirstTokenTimeout;
+//   - spends retries after provider failures from a budget of 20% of
+//     recent requests (WithRetryBudget), so an outage is not amplified.
+//
+// Keys can be added, removed, disabled and re-weighted while the pool
+// serves (Pool.Add, Remove, Disable, Enable, SetWeight, SetLimits), and
+// ParseKeys reads a key list from an environment variable or file.
 //
 // When every attempt fails the caller gets the last upstream response, so
 // clients report the provider's own error; an *AttemptsError, listing

@@ -59,9 +59,9 @@ func (p *Pool) report(l *lease, o Outcome, status int) {
 // Disable takes the key with the given name out of rotation until Enable.
 // Requests in flight on it finish normally.
 func (p *Pool) Disable(name string) error {
-	k := p.snap.Load().byName[name]
-	if k == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	k, err := p.snap.Load().key(name)
+	if err != nil {
+		return err
 	}
 	k.offUntil.Store(disabledForever)
 	return nil
@@ -71,9 +71,9 @@ func (p *Pool) Disable(name string) error {
 // clears the key's disablement and ejection and its account's disablement
 // and cooldown. Its next request probes it.
 func (p *Pool) Enable(name string) error {
-	k := p.snap.Load().byName[name]
-	if k == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	k, err := p.snap.Load().key(name)
+	if err != nil {
+		return err
 	}
 	k.offUntil.Store(0)
 	k.ejectedUntil.Store(0)

@@ -53,9 +53,9 @@ func (p *Pool) Remove(name string) error {
 	p.reconfig.Lock()
 	defer p.reconfig.Unlock()
 	old := p.snap.Load()
-	k := old.byName[name]
-	if k == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	k, err := old.key(name)
+	if err != nil {
+		return err
 	}
 	if len(old.keys) == 1 {
 		return fmt.Errorf("%w: %q is the last key", ErrNoKeys, name)
@@ -77,9 +77,9 @@ func (p *Pool) SetWeight(name string, weight float64) error {
 	p.reconfig.Lock()
 	defer p.reconfig.Unlock()
 	old := p.snap.Load()
-	k := old.byName[name]
-	if k == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	k, err := old.key(name)
+	if err != nil {
+		return err
 	}
 	k.weight, k.cfg.Weight = weight, weight
 	p.snap.Store(newSnapshot(old.keys))
@@ -98,9 +98,9 @@ func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
 	p.reconfig.Lock()
 	defer p.reconfig.Unlock()
 	old := p.snap.Load()
-	k := old.byName[name]
-	if k == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	k, err := old.key(name)
+	if err != nil {
+		return err
 	}
 	lim := accountLimits{RPM: rpm, TPM: tpm, MaxConcurrent: maxConcurrent}
 	k.account.setLimits(p.clock.Now(), lim)
@@ -113,4 +113,13 @@ func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
 	p.snap.Store(newSnapshot(old.keys)) // whether requests need token estimates may change
 	p.wake()
 	return nil
+}
+
+// key returns the key with the given name, or an error wrapping
+// ErrUnknownKey.
+func (s *snapshot) key(name string) (*keyState, error) {
+	if k := s.byName[name]; k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownKey, name)
 }

@@ -103,7 +103,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		l, err := t.pool.acquire(ctx, &ar)
 		if err != nil {
 			if redirect && errors.Is(err, ErrNoKeyAvailable) {
-				return t.sendWithoutKey(req, &body)
+				resp, err := t.send(req, nil, &body, true)
+				if resp != nil {
+					resp.Request = req
+				}
+				return resp, err
 			}
 			body.close()
 			if last != nil && ctx.Err() == nil {
@@ -195,7 +199,8 @@ func (t *Transport) rejectAnswer(why error) Outcome {
 	return Outcome{Effect: EffectFailure, Retry: RetryNo}
 }
 
-// send makes one attempt with key k on a shallow copy of req.
+// send makes one attempt on a shallow copy of req with k's credentials,
+// or with none when k is nil: a redirect to a host no key belongs to.
 func (t *Transport) send(req *http.Request, k *keyState, body *replayBody, redirect bool) (*http.Response, error) {
 	rc, err := body.next()
 	if err != nil {
@@ -205,31 +210,16 @@ func (t *Transport) send(req *http.Request, k *keyState, body *replayBody, redir
 	*out = *req // keeps the context; every field changed below is replaced, not modified
 	out.Body = rc
 	out.GetBody = body.getBody
+	if k == nil {
+		out.Header = stripCredentials(req.Header, 0)
+		return t.base.RoundTrip(out)
+	}
 	out.Header = t.headerFor(req.Header, k)
 	if k.target != nil && !redirect {
 		out.URL = rebase(req.URL, k.target)
 		out.Host = ""
 	}
 	return t.base.RoundTrip(out)
-}
-
-// sendWithoutKey forwards a redirect to a host no key belongs to, with
-// every credential header removed.
-func (t *Transport) sendWithoutKey(req *http.Request, body *replayBody) (*http.Response, error) {
-	rc, err := body.next()
-	if err != nil {
-		return nil, err
-	}
-	out := new(http.Request)
-	*out = *req
-	out.Body = rc
-	out.GetBody = body.getBody
-	out.Header = stripCredentials(req.Header, 0)
-	resp, err := t.base.RoundTrip(out)
-	if resp != nil {
-		resp.Request = req
-	}
-	return resp, err
 }
 
 // credentialHeaders are removed from every request before the key's own
