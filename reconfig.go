@@ -50,20 +50,12 @@ func (p *Pool) Add(keys ...Key) error {
 // flight on it finish normally; requests waiting for it are served by the
 // other keys. The last key cannot be removed.
 func (p *Pool) Remove(name string) error {
-	p.reconfig.Lock()
-	defer p.reconfig.Unlock()
-	old := p.snap.Load()
-	k, err := old.key(name)
-	if err != nil {
-		return err
-	}
-	if len(old.keys) == 1 {
-		return fmt.Errorf("%w: %q is the last key", ErrNoKeys, name)
-	}
-	keys := slices.DeleteFunc(slices.Clone(old.keys), func(x *keyState) bool { return x == k })
-	p.snap.Store(newSnapshot(keys))
-	p.wake()
-	return nil
+	return p.changeKey(name, func(keys []*keyState, k *keyState) ([]*keyState, error) {
+		if len(keys) == 1 {
+			return nil, fmt.Errorf("%w: %q is the last key", ErrNoKeys, name)
+		}
+		return slices.DeleteFunc(slices.Clone(keys), func(x *keyState) bool { return x == k }), nil
+	})
 }
 
 // SetWeight changes the weight of the key with the given name; 0 means 1.
@@ -74,16 +66,10 @@ func (p *Pool) SetWeight(name string, weight float64) error {
 	if weight == 0 {
 		weight = 1
 	}
-	p.reconfig.Lock()
-	defer p.reconfig.Unlock()
-	old := p.snap.Load()
-	k, err := old.key(name)
-	if err != nil {
-		return err
-	}
-	k.weight, k.cfg.Weight = weight, weight
-	p.snap.Store(newSnapshot(old.keys))
-	return nil
+	return p.changeKey(name, func(keys []*keyState, k *keyState) ([]*keyState, error) {
+		k.weight, k.cfg.Weight = weight, weight
+		return keys, nil
+	})
 }
 
 // SetLimits changes the RPM, TPM and in-flight limits of the key with the
@@ -95,6 +81,23 @@ func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
 		return fmt.Errorf("%w: limits %d RPM, %d TPM, %d in flight for %q; want 0 (no limit) or more",
 			ErrInvalidConfig, rpm, tpm, maxConcurrent, name)
 	}
+	return p.changeKey(name, func(keys []*keyState, k *keyState) ([]*keyState, error) {
+		lim := accountLimits{RPM: rpm, TPM: tpm, MaxConcurrent: maxConcurrent}
+		k.account.setLimits(p.clock.Now(), lim)
+		for _, other := range keys {
+			if other.account == k.account {
+				other.limits = lim
+				other.cfg.RPM, other.cfg.TPM, other.cfg.MaxConcurrent = rpm, tpm, maxConcurrent
+			}
+		}
+		return keys, nil // a new snapshot: whether requests need token estimates may change
+	})
+}
+
+// changeKey applies change to the key with the given name under the
+// reconfiguration lock, then puts the keys change returns in place and
+// wakes the waiters, whom the change may let through.
+func (p *Pool) changeKey(name string, change func(keys []*keyState, k *keyState) ([]*keyState, error)) error {
 	p.reconfig.Lock()
 	defer p.reconfig.Unlock()
 	old := p.snap.Load()
@@ -102,15 +105,11 @@ func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
 	if err != nil {
 		return err
 	}
-	lim := accountLimits{RPM: rpm, TPM: tpm, MaxConcurrent: maxConcurrent}
-	k.account.setLimits(p.clock.Now(), lim)
-	for _, other := range old.keys {
-		if other.account == k.account {
-			other.limits = lim
-			other.cfg.RPM, other.cfg.TPM, other.cfg.MaxConcurrent = rpm, tpm, maxConcurrent
-		}
+	keys, err := change(old.keys, k)
+	if err != nil {
+		return err
 	}
-	p.snap.Store(newSnapshot(old.keys)) // whether requests need token estimates may change
+	p.snap.Store(newSnapshot(keys))
 	p.wake()
 	return nil
 }
