@@ -290,7 +290,11 @@ func peekBody(resp *http.Response, limit int) []byte {
 		return nil
 	}
 	buf, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)))
-	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(buf), errReader{err}), rc: resp.Body}
+	rest := io.Reader(resp.Body)
+	if err != nil {
+		rest = errReader{err} // the caller meets the error where the peek did
+	}
+	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(buf), rest), rc: resp.Body}
 	return buf
 }
 
@@ -301,15 +305,10 @@ type peekedBody struct {
 
 func (b *peekedBody) Close() error { return b.rc.Close() }
 
-// errReader replays the error the peek met, or reads on from the body.
+// errReader fails every read with err.
 type errReader struct{ err error }
 
-func (e errReader) Read([]byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	return 0, io.EOF
-}
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // keepForLater keeps an error response to hand back should every attempt
 // fail: its status, headers and the peeked start of its body. The rest is

@@ -613,3 +613,18 @@ func TestSecretsStayOutOfErrorsAndStats(t *testing.T) {
 		}
 	}
 }
+
+func TestLargeErrorBodyIsReturnedWhole(t *testing.T) {
+	big := `{"error":{"message":"` + strings.Repeat("x", 100_000) + `"}}`
+	s := &scripted{script: map[string][]func(http.ResponseWriter){"sk-a": {status(400, big)}}}
+	upstream := httptest.NewServer(s)
+	defer upstream.Close()
+	tr, _, _ := newTestTransport(t, keysOf("sk-a"), upstream.Client().Transport, nil)
+	resp, err := post(t, tr, upstream.URL, chatBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != big {
+		t.Errorf("a 400 with a %d-byte body reached the caller as %d bytes", len(big), len(body))
+	}
+}
