@@ -47,7 +47,6 @@ type accountState interface {
 
 // localAccount keeps an account's state in this process.
 type localAccount struct {
-	name     string
 	fixed    atomic.Int64   // the in-flight limit when not adaptive; 0 means none
 	adaptive *adaptiveLimit // nil when adaptive limits are off
 	inflight atomic.Int64
@@ -59,8 +58,8 @@ type localAccount struct {
 	limitedInRow atomic.Int32
 }
 
-func newLocalAccount(name string, lim accountLimits, adaptive bool, now time.Time) *localAccount {
-	a := &localAccount{name: name}
+func newLocalAccount(lim accountLimits, adaptive bool, now time.Time) *localAccount {
+	a := &localAccount{}
 	a.fixed.Store(int64(lim.MaxConcurrent))
 	if adaptive {
 		a.adaptive = newAdaptiveLimit(lim.MaxConcurrent)

@@ -157,7 +157,7 @@ func (p *Pool) Stats() []KeyStats {
 	for i, k := range keys {
 		st := KeyStats{
 			Name:        k.name,
-			Account:     k.acctKey,
+			Account:     k.cfg.Account,
 			InFlight:    int(k.inflight.Load()),
 			Requests:    k.requests.Load(),
 			Successes:   k.successes.Load(),

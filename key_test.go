@@ -119,8 +119,8 @@ func TestDefaultsAndAccounts(t *testing.T) {
 	if s.keys[0].account != s.keys[1].account || s.keys[0].account == s.keys[2].account {
 		t.Error("keys of one account do not share its state")
 	}
-	if s.keys[0].weight != 1 {
-		t.Errorf("default weight %v", s.keys[0].weight)
+	if s.keys[0].cfg.Weight != 1 {
+		t.Errorf("default weight %v", s.keys[0].cfg.Weight)
 	}
 }
 

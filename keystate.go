@@ -8,19 +8,18 @@ import (
 
 // keyState is one key's configuration and live state.
 type keyState struct {
-	cfg    Key // as validated; the source of truth when keys are added
-	name   string
-	secret string
+	// cfg is the key as validated, with its account's limits: the source
+	// of truth for its weight, limits and account, changed only under
+	// Pool.reconfig.
+	cfg  Key
+	name string // cfg.Name, never changes
 	// The values of the auth headers, built once; their capacity is
 	// their length, so an append by anyone copies rather than writes here.
 	bearerHeader []string
 	secretHeader []string
 	account      accountState
-	acctKey      string              // the Account name, "" for a key on its own
 	target       *url.URL            // from Key.BaseURL; nil sends to the request's URL
 	models       map[string]struct{} // nil serves every model
-	weight       float64
-	limits       accountLimits
 
 	inflight atomic.Int64
 	// proven is set once the key has answered (any status but 401/403 and
@@ -42,16 +41,13 @@ type keyState struct {
 const disabledForever = int64(1<<63 - 1)
 
 func newKeyState(k Key, acct accountState, lim accountLimits) *keyState {
+	k.RPM, k.TPM, k.MaxConcurrent = lim.RPM, lim.TPM, lim.MaxConcurrent
 	ks := &keyState{
 		cfg:          k,
 		name:         k.Name,
-		secret:       k.Secret,
 		bearerHeader: []string{"Bearer " + k.Secret}[:1:1],
 		secretHeader: []string{k.Secret}[:1:1],
 		account:      acct,
-		acctKey:      k.Account,
-		weight:       k.Weight,
-		limits:       lim,
 	}
 	if k.BaseURL != "" {
 		ks.target, _ = url.Parse(k.BaseURL) // validated by New

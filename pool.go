@@ -50,10 +50,10 @@ func newSnapshot(keys []*keyState) *snapshot {
 	s := &snapshot{keys: keys, byName: make(map[string]*keyState, len(keys))}
 	weights := make([]float64, len(keys))
 	for i, k := range keys {
-		weights[i] = k.weight
+		weights[i] = k.cfg.Weight
 		s.byName[k.name] = k
 		s.filtersModels = s.filtersModels || k.models != nil
-		s.countsTokens = s.countsTokens || k.limits.TPM > 0
+		s.countsTokens = s.countsTokens || k.cfg.TPM > 0
 	}
 	s.schedule = buildSchedule(weights)
 	return s
@@ -86,8 +86,8 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]accountLimits, existing [
 	now := p.clock.Now()
 	accounts := make(map[string]accountState)
 	for _, k := range existing {
-		if k.acctKey != "" {
-			accounts[k.acctKey] = k.account
+		if k.cfg.Account != "" {
+			accounts[k.cfg.Account] = k.account
 		}
 	}
 	states := make([]*keyState, len(keys))
@@ -95,11 +95,11 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]accountLimits, existing [
 		lim := limitsOf(k)
 		var acct accountState
 		if k.Account == "" {
-			acct = newLocalAccount(k.Name, lim, p.cfg.adaptive, now)
+			acct = newLocalAccount(lim, p.cfg.adaptive, now)
 		} else {
 			lim = limits[k.Account]
 			if acct = accounts[k.Account]; acct == nil {
-				acct = newLocalAccount(k.Account, lim, p.cfg.adaptive, now)
+				acct = newLocalAccount(lim, p.cfg.adaptive, now)
 				accounts[k.Account] = acct
 			}
 		}

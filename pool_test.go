@@ -49,7 +49,7 @@ func TestWeightedShares(t *testing.T) {
 		l.release()
 	}
 	for _, k := range p.snap.Load().keys {
-		want := k.weight / 10
+		want := k.cfg.Weight / 10
 		if got := float64(counts[k]) / n; math.Abs(got-want) > 0.01 {
 			t.Errorf("%s: share %.3f, want %.3f", k.name, got, want)
 		}
@@ -231,7 +231,6 @@ func TestRepeated429sExtendCooldownUpToCap(t *testing.T) {
 
 func TestUnprovenKeyTakesOneRequestAtATime(t *testing.T) {
 	p, _ := newTestPool(t, []Key{{Secret: "sk-a"}, {Secret: "sk-b"}}, WithAdaptiveLimits(false))
-	keys := p.snap.Load().keys
 	a := mustAcquire(t, p, &acquireRequest{})
 	b := mustAcquire(t, p, &acquireRequest{})
 	if a.key == b.key {
@@ -253,7 +252,6 @@ func TestUnprovenKeyTakesOneRequestAtATime(t *testing.T) {
 		defer l.release()
 	}
 	b.release()
-	_ = keys
 }
 
 func TestDisableAndAccountExhaustion(t *testing.T) {

@@ -33,11 +33,10 @@ func (p *Pool) Add(keys ...Key) error {
 	}
 	now := p.clock.Now()
 	for _, k := range old.keys {
-		if k.acctKey != "" && limits[k.acctKey] != k.limits {
+		if lim := limits[k.cfg.Account]; k.cfg.Account != "" && lim != limitsOf(k.cfg) {
 			// A new key declared a limit its account had left open.
-			k.account.setLimits(now, limits[k.acctKey])
-			k.limits = limits[k.acctKey]
-			k.cfg.RPM, k.cfg.TPM, k.cfg.MaxConcurrent = k.limits.RPM, k.limits.TPM, k.limits.MaxConcurrent
+			k.account.setLimits(now, lim)
+			k.cfg.RPM, k.cfg.TPM, k.cfg.MaxConcurrent = lim.RPM, lim.TPM, lim.MaxConcurrent
 		}
 	}
 	added := p.buildKeys(normalized[len(old.keys):], limits, old.keys)
@@ -67,7 +66,7 @@ func (p *Pool) SetWeight(name string, weight float64) error {
 		weight = 1
 	}
 	return p.changeKey(name, func(keys []*keyState, k *keyState) ([]*keyState, error) {
-		k.weight, k.cfg.Weight = weight, weight
+		k.cfg.Weight = weight
 		return keys, nil
 	})
 }
@@ -86,7 +85,6 @@ func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
 		k.account.setLimits(p.clock.Now(), lim)
 		for _, other := range keys {
 			if other.account == k.account {
-				other.limits = lim
 				other.cfg.RPM, other.cfg.TPM, other.cfg.MaxConcurrent = rpm, tpm, maxConcurrent
 			}
 		}
