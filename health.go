@@ -9,7 +9,6 @@ import (
 // account: the state changes of DESIGN.md's decision table.
 func (p *Pool) report(l *lease, o Outcome, status int) {
 	k := l.key
-	now := p.clock.Now()
 	switch o.Effect {
 	case EffectOK:
 		k.proven.Store(true)
@@ -33,14 +32,14 @@ func (p *Pool) report(l *lease, o Outcome, status int) {
 		if d <= 0 {
 			d = p.cfg.cooldown << min(inRow-1, 20)
 		}
-		k.account.coolDown(now, min(d, p.cfg.maxCooldown))
+		k.account.coolDown(p.clock.Now(), min(d, p.cfg.maxCooldown))
 	case EffectKeyRevoked:
 		k.failures.Add(1)
 		k.proven.Store(false)
-		storeLater(&k.offUntil, now.Add(p.cfg.disableFor).UnixNano())
+		storeLater(&k.offUntil, p.clock.Now().Add(p.cfg.disableFor).UnixNano())
 	case EffectAccountExhausted:
 		k.failures.Add(1)
-		k.account.disable(now.Add(p.cfg.disableFor).UnixNano())
+		k.account.disable(p.clock.Now().Add(p.cfg.disableFor).UnixNano())
 		for _, other := range p.snap.Load().keys {
 			if other.account == k.account {
 				other.proven.Store(false) // one probe when it comes back
@@ -51,7 +50,7 @@ func (p *Pool) report(l *lease, o Outcome, status int) {
 		if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
 			k.failsInRow.Store(0)
 			k.proven.Store(false)
-			storeLater(&k.ejectedUntil, now.Add(p.cfg.ejectFor).UnixNano())
+			storeLater(&k.ejectedUntil, p.clock.Now().Add(p.cfg.ejectFor).UnixNano())
 		}
 	}
 }

@@ -33,7 +33,9 @@ func (l *lease) release() {
 	l.usage.done()
 	if l.usage.found {
 		l.key.tokens.Add(int64(l.usage.total))
-		l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, l.usage.total)
+		if l.tokens > 0 { // a TPM reservation to settle
+			l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, l.usage.total)
+		}
 	}
 	l.key.put()
 	l.pool.wake()

@@ -52,15 +52,15 @@ type Outcome struct {
 
 // classify applies DESIGN.md's decision table to one attempt: the
 // response (with the first bytes of its body in errBody, for errors) or
-// the transport error.
-func classify(resp *http.Response, err error, errBody []byte, retryOnReset bool, now time.Time) Outcome {
+// the transport error. c is read only to turn an HTTP-date into a wait.
+func classify(resp *http.Response, err error, errBody []byte, retryOnReset bool, c clock) Outcome {
 	if err != nil {
 		if nothingSent(err) || retryOnReset {
 			return Outcome{Effect: EffectFailure, Retry: RetryNow}
 		}
 		return Outcome{Effect: EffectFailure, Retry: RetryNo}
 	}
-	o := classifyStatus(resp, errBody, now)
+	o := classifyStatus(resp, errBody, c)
 	switch resp.Header.Get("X-Should-Retry") {
 	case "true":
 		if o.Retry == RetryNo && resp.StatusCode >= 400 {
@@ -72,7 +72,7 @@ func classify(resp *http.Response, err error, errBody []byte, retryOnReset bool,
 	return o
 }
 
-func classifyStatus(resp *http.Response, errBody []byte, now time.Time) Outcome {
+func classifyStatus(resp *http.Response, errBody []byte, c clock) Outcome {
 	switch code := resp.StatusCode; {
 	case code < 400:
 		return Outcome{Effect: EffectOK, Retry: RetryNo}
@@ -84,7 +84,7 @@ func classifyStatus(resp *http.Response, errBody []byte, now time.Time) Outcome 
 		if parseErrorBody(errBody).quotaExhausted() {
 			return Outcome{Effect: EffectAccountExhausted, Retry: RetryNow}
 		}
-		wait, _ := retryAfter(resp.Header, now)
+		wait, _ := retryAfter(resp.Header, c.Now())
 		return Outcome{Effect: EffectRateLimited, Retry: RetryNow, Wait: wait}
 	case code == http.StatusRequestTimeout, code == http.StatusConflict, code >= 500:
 		return Outcome{Effect: EffectFailure, Retry: RetryBackoff}

@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-var testNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+// testNow is the fake clock's starting time.
+var testNow = newFakeClock().Now()
 
 func TestClassify(t *testing.T) {
 	h := func(kv ...string) http.Header {
@@ -62,16 +63,16 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := classify(tt.resp, tt.err, []byte(tt.body), true, testNow); got != tt.want {
+			if got := classify(tt.resp, tt.err, []byte(tt.body), true, newFakeClock()); got != tt.want {
 				t.Errorf("classify = %+v, want %+v", got, tt.want)
 			}
 		})
 	}
 	// With retries after a write forbidden, only nothing-sent errors retry.
-	if got := classify(nil, resetErr, nil, false, testNow); got.Retry != RetryNo {
+	if got := classify(nil, resetErr, nil, false, newFakeClock()); got.Retry != RetryNo {
 		t.Errorf("reset with retryOnReset=false: %+v", got)
 	}
-	if got := classify(nil, dialErr, nil, false, testNow); got.Retry != RetryNow {
+	if got := classify(nil, dialErr, nil, false, newFakeClock()); got.Retry != RetryNow {
 		t.Errorf("dial error with retryOnReset=false: %+v", got)
 	}
 	if nothingSent(context.Canceled) || nothingSent(errors.New("x")) {

@@ -125,7 +125,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if resp != nil && resp.StatusCode >= 400 {
 			peek = peekBody(resp, errorPeekBytes)
 		}
-		o := classify(resp, err, peek, t.retryOnReset, t.pool.clock.Now())
+		o := classify(resp, err, peek, t.retryOnReset, t.pool.clock)
 		if resp != nil && resp.StatusCode < 300 && o.Retry == RetryNo {
 			if bad := t.inspect(resp, l); bad != nil {
 				o, err = t.rejectAnswer(bad), bad
