@@ -15,18 +15,7 @@ import (
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
-// stubBase answers every request at once with a 200 and an empty body,
-// so that benchmarks measure keypool and nothing else.
-type stubBase struct{}
-
 var stubHeader = http.Header{"Content-Type": {"application/json"}}
-
-func (stubBase) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	return &http.Response{StatusCode: 200, Header: stubHeader, Body: http.NoBody, Request: req}, nil
-}
 
 // emptyBody is a body that reads as empty and can be reused; NoBody
 // would make keypool release the lease before the caller closes.
@@ -35,6 +24,8 @@ type emptyBody struct{}
 func (emptyBody) Read([]byte) (int, error) { return 0, io.EOF }
 func (emptyBody) Close() error             { return nil }
 
+// stubBodyBase answers every request at once with a 200 and an empty
+// body, so that benchmarks measure keypool and nothing else.
 type stubBodyBase struct{}
 
 func (stubBodyBase) RoundTrip(req *http.Request) (*http.Response, error) {
