@@ -159,7 +159,7 @@ func (a *localAccount) inFlight() int64 { return a.inflight.Load() }
 func (a *localAccount) limit() int      { return int(a.maxInFlight()) }
 
 func (a *localAccount) coolDown(now time.Time, d time.Duration) {
-	storeLater(&a.coolUntil, now.Add(d).UnixNano())
+	storeLater(&a.coolUntil, addNanos(now.UnixNano(), d))
 }
 
 func (a *localAccount) rateLimited() int32 { return a.limitedInRow.Add(1) }

@@ -123,7 +123,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				r := &acquireRequest{}
 				for pb.Next() {
-					l, err := p.acquire(ctx, r)
+					l, err := acquireFor(p, ctx, r)
 					if err != nil {
 						b.Error(err)
 						return
@@ -294,7 +294,7 @@ func BenchmarkWaitingCallers(b *testing.B) {
 			b.Fatal(err)
 		}
 		proveAll(p)
-		hold, err := p.acquire(context.Background(), &acquireRequest{})
+		hold, err := acquireFor(p, context.Background(), &acquireRequest{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -307,7 +307,7 @@ func BenchmarkWaitingCallers(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := p.acquire(ctx, &acquireRequest{}); err == nil {
+				if _, err := acquireFor(p, ctx, &acquireRequest{}); err == nil {
 					b.Error("served while the slot was held")
 				}
 			}()

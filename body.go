@@ -2,7 +2,6 @@ package keypool
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,11 +28,13 @@ func (b *replayBody) init(req *http.Request, limit int64) error {
 	}
 	defer req.Body.Close()
 	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
-	if err != nil {
-		return fmt.Errorf("keypool: reading request body: %w", err)
-	}
-	if int64(len(buf)) > limit {
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: reading it failed: %w", ErrRequestBody, err)
+	case int64(len(buf)) > limit:
 		return fmt.Errorf("%w: more than %d bytes and no GetBody to re-read it; set Request.GetBody or raise WithMaxBodyBytes", ErrBodyTooLarge, limit)
+	case req.ContentLength > 0 && int64(len(buf)) != req.ContentLength:
+		return fmt.Errorf("%w: it holds %d bytes but ContentLength is %d", ErrRequestBody, len(buf), req.ContentLength)
 	}
 	b.buf = buf
 	b.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
@@ -52,7 +53,7 @@ func (b *replayBody) next() (io.ReadCloser, error) {
 	}
 	rc, err := b.getBody()
 	if err != nil {
-		return nil, fmt.Errorf("keypool: Request.GetBody: %w", err)
+		return nil, fmt.Errorf("%w: Request.GetBody failed: %w", ErrRequestBody, err)
 	}
 	return rc, nil
 }
@@ -66,55 +67,26 @@ func (b *replayBody) close() {
 	}
 }
 
-// bytes returns the whole body for inspection, reading a fresh copy from
-// GetBody if it was not read already, up to limit bytes.
-func (b *replayBody) bytes(limit int64) []byte {
-	if b.buf != nil || b.getBody == nil {
-		return b.buf
+// meta returns the model the request asks for and the tokens to reserve
+// for it against TPM. Only a JSON body naming a model is a model request:
+// anything else (no body, a file upload) names no model and reserves no
+// tokens.
+func (b *replayBody) meta(req *http.Request, limit int64) (model string, tokens int) {
+	if b.getBody == nil {
+		return "", 0
 	}
-	rc, err := b.getBody()
-	if err != nil {
-		return nil
+	if ct := req.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+		return "", 0 // a form or an upload: not worth reading
 	}
-	defer rc.Close()
-	buf, _ := io.ReadAll(io.LimitReader(rc, limit))
-	return buf
-}
-
-// requestMeta is what the pool may need from a request body: the model
-// for keys that serve only some, and the tokens to reserve against TPM.
-type requestMeta struct {
-	Model string
-	// Tokens estimates the request's use: its prompt (a token is about
-	// four bytes of JSON) plus the completion it allows.
-	Tokens int
-}
-
-// defaultCompletionTokens is reserved for a request that sets no
-// max_tokens; the reservation is corrected once usage is known.
-const defaultCompletionTokens = 256
-
-// parseRequestMeta reads model, max_tokens and max_completion_tokens from
-// a JSON request body. A body it cannot parse gives no model and an
-// estimate from its size alone.
-func parseRequestMeta(body []byte) requestMeta {
-	var fields struct {
-		Model               string `json:"model"`
-		MaxTokens           *int   `json:"max_tokens"`
-		MaxCompletionTokens *int   `json:"max_completion_tokens"`
+	buf := b.buf
+	if buf == nil {
+		rc, err := b.getBody()
+		if err != nil {
+			return "", 0 // the attempt will meet the error and say so
+		}
+		buf, _ = io.ReadAll(io.LimitReader(rc, limit))
+		rc.Close()
 	}
-	m := requestMeta{Tokens: len(body)/4 + defaultCompletionTokens}
-	if json.Unmarshal(body, &fields) != nil {
-		return m
-	}
-	m.Model = fields.Model
-	completion := defaultCompletionTokens
-	switch {
-	case fields.MaxCompletionTokens != nil && *fields.MaxCompletionTokens >= 0:
-		completion = *fields.MaxCompletionTokens
-	case fields.MaxTokens != nil && *fields.MaxTokens >= 0:
-		completion = *fields.MaxTokens
-	}
-	m.Tokens = len(body)/4 + min(completion, 1<<30)
-	return m
+	m := parseRequestMeta(buf)
+	return m.Model, m.Tokens
 }

@@ -1,6 +1,9 @@
 package keypool
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // clock is where the pool gets time from. Tests inject a fake one so that
 // cooldowns, waits and backoff run without sleeping.
@@ -35,4 +38,28 @@ func sleep(c clock, d time.Duration, done <-chan struct{}) bool {
 		stop()
 		return false
 	}
+}
+
+// addNanos returns t + d for t in unix nanoseconds, saturating at the
+// largest time instead of wrapping into the past: a huge duration means
+// "as long as possible".
+func addNanos(t int64, d time.Duration) int64 {
+	if d > 0 && t > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	if d < 0 && t < math.MinInt64-int64(d) {
+		return math.MinInt64
+	}
+	return t + int64(d)
+}
+
+// doubled returns d doubled n times, saturating at the largest duration.
+func doubled(d time.Duration, n int) time.Duration {
+	for range n {
+		if d > math.MaxInt64/2 {
+			return math.MaxInt64
+		}
+		d *= 2
+	}
+	return d
 }

@@ -2,10 +2,29 @@ package keypool
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 )
+
+// decodedErrorBody returns the start of resp's error body as text: peek
+// itself, or a decoded copy when the body is gzip-encoded (when the
+// caller asked for gzip itself, Go's transport leaves it encoded). The
+// body handed on is never changed.
+func decodedErrorBody(resp *http.Response, peek []byte) []byte {
+	if resp == nil || len(peek) == 0 || !strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		return peek
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(peek))
+	if err != nil {
+		return nil
+	}
+	text, _ := io.ReadAll(io.LimitReader(zr, errorPeekBytes))
+	return text
+}
 
 // apiError is what keypool reads from an upstream error body.
 type apiError struct {

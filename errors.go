@@ -1,8 +1,10 @@
 package keypool
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -26,6 +28,11 @@ var (
 	// ErrBodyTooLarge means a request body without GetBody was larger than
 	// the limit set by WithMaxBodyBytes, so it could not be kept for retries.
 	ErrBodyTooLarge = errors.New("keypool: request body too large to replay")
+	// ErrRequestBody means the caller's request body could not be read or
+	// replayed: its Read or GetBody failed, or it was shorter or longer
+	// than its ContentLength. The request fails at once and no key is
+	// blamed; the error wraps the cause.
+	ErrRequestBody = errors.New("keypool: request body")
 	// ErrUnknownKey is returned by the Pool methods that take a key name
 	// when no key has that name.
 	ErrUnknownKey = errors.New("keypool: no key with that name")
@@ -70,6 +77,19 @@ func (e *WaitError) Error() string {
 // Unwrap returns the context's error or ErrWaitTimeout.
 func (e *WaitError) Unwrap() error { return e.Err }
 
+// Timeout reports whether the wait ended at a deadline: the context's, or
+// the pool's maximum wait. With Temporary it makes a *WaitError a
+// net.Error, so that code written for net/http's timeouts (os.IsTimeout,
+// url.Error.Timeout) recognises it.
+func (e *WaitError) Timeout() bool { return isTimeout(e.Err) }
+
+// Temporary is Timeout; net.Error requires it.
+func (e *WaitError) Temporary() bool { return e.Timeout() }
+
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrWaitTimeout)
+}
+
 // Attempt records one try of a request on one key.
 type Attempt struct {
 	Key    string // the key's Name
@@ -112,6 +132,14 @@ func (e *AttemptsError) Error() string {
 	return b.String()
 }
 
+// Timeout reports whether the request ended at a deadline: its context's,
+// or the pool's maximum wait. With Temporary it makes an *AttemptsError a
+// net.Error, as net/http's own errors for a passed deadline are.
+func (e *AttemptsError) Timeout() bool { return isTimeout(e.Err) }
+
+// Temporary is Timeout; net.Error requires it.
+func (e *AttemptsError) Temporary() bool { return e.Timeout() }
+
 // Unwrap returns the final reason and every attempt's error.
 func (e *AttemptsError) Unwrap() []error {
 	errs := make([]error, 0, len(e.Attempts)+1)
@@ -124,4 +152,13 @@ func (e *AttemptsError) Unwrap() []error {
 		}
 	}
 	return errs
+}
+
+// quoteShort quotes what an error repeats from the input, unless it is
+// long enough to be a secret put in the wrong place.
+func quoteShort(s string) string {
+	if len(s) > 12 {
+		return fmt.Sprintf("(%d bytes, not shown)", len(s))
+	}
+	return strconv.Quote(s)
 }

@@ -6,7 +6,7 @@ import (
 )
 
 // report applies the outcome of the attempt made under l to its key and
-// account: the state changes of DESIGN.md's decision table.
+// account: the state changes of the decision table.
 func (p *Pool) report(l *lease, o Outcome, status int) {
 	k := l.key
 	switch o.Effect {
@@ -30,16 +30,16 @@ func (p *Pool) report(l *lease, o Outcome, status int) {
 		inRow := k.account.rateLimited()
 		d := o.Wait
 		if d <= 0 {
-			d = p.cfg.cooldown << min(inRow-1, 20)
+			d = doubled(p.cfg.cooldown, int(min(inRow-1, 20)))
 		}
 		k.account.coolDown(p.clock.Now(), min(d, p.cfg.maxCooldown))
 	case EffectKeyRevoked:
 		k.failures.Add(1)
 		k.proven.Store(false)
-		storeLater(&k.offUntil, p.clock.Now().Add(p.cfg.disableFor).UnixNano())
+		storeLater(&k.offUntil, addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor))
 	case EffectAccountExhausted:
 		k.failures.Add(1)
-		k.account.disable(p.clock.Now().Add(p.cfg.disableFor).UnixNano())
+		k.account.disable(addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor))
 		for _, other := range p.snap.Load().keys {
 			if other.account == k.account {
 				other.proven.Store(false) // one probe when it comes back
@@ -50,7 +50,7 @@ func (p *Pool) report(l *lease, o Outcome, status int) {
 		if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
 			k.failsInRow.Store(0)
 			k.proven.Store(false)
-			storeLater(&k.ejectedUntil, p.clock.Now().Add(p.cfg.ejectFor).UnixNano())
+			storeLater(&k.ejectedUntil, addNanos(p.clock.Now().UnixNano(), p.cfg.ejectFor))
 		}
 	}
 }
@@ -77,6 +77,7 @@ func (p *Pool) Enable(name string) error {
 	k.offUntil.Store(0)
 	k.ejectedUntil.Store(0)
 	k.failsInRow.Store(0)
+	k.proven.Store(false) // probed again, one request at a time
 	k.account.enable()
 	p.wake()
 	return nil

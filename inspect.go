@@ -8,54 +8,99 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 var (
-	// ErrEmptyAnswer is an attempt's error when a 200 answer's body was
-	// only white space: DeepSeek's answer when it gives up on a queued
-	// request. Such an answer is retried.
+	// ErrEmptyAnswer is an attempt's error when a 200 JSON answer's body
+	// was only white space: DeepSeek's answer when it gives up on a
+	// queued request. Such an answer is retried.
 	ErrEmptyAnswer = errors.New("keypool: the upstream answered 200 with an empty body")
 	// ErrFirstTokenTimeout is an attempt's error when a stream sent only
 	// keep-alive comments for longer than WithFirstTokenTimeout.
 	ErrFirstTokenTimeout = errors.New("keypool: no data from the stream before the first-token timeout")
 )
 
+// aheadMax bounds what is read ahead of the caller to inspect the start
+// of a body. Past it the body is handed over as it is: the look-ahead
+// never drops a byte, it stops looking.
+const aheadMax = 64 << 10
+
 // inspect looks at the start of a 2xx body before it goes to the caller,
 // which is the last moment a retry is still safe. A JSON answer is read
 // up to its first byte that is not white space, so that an empty answer
 // can be retried; a stream, when a first-token timeout is set, is read up
-// to its first data line. What is read is kept in the lease and served
-// to the caller first. It returns nil when the response can be handed
-// over, or why it must not be.
+// to its first data line. Other bodies, and encoded ones, are not looked
+// at. What is read is kept in the lease, byte for byte, and served to the
+// caller first. It returns nil when the response can be handed over, or
+// why it must not be.
 func (t *Transport) inspect(resp *http.Response, l *lease) error {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return nil
 	}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		return nil // what it holds can't be read without decoding it
+	}
+	switch ct := resp.Header.Get("Content-Type"); {
+	case isMediaType(ct, "text/event-stream"):
 		if t.firstTokenTimeout > 0 {
 			return t.awaitFirstData(resp, l)
 		}
-		return nil
+	case isJSON(ct):
+		return awaitContent(resp, l)
 	}
-	return awaitContent(resp, l)
+	return nil
 }
 
-// awaitContent reads until a byte that is not white space arrives; white
-// space before it is dropped.
-func awaitContent(resp *http.Response, l *lease) error {
-	sawSpace := false
-	for {
-		n, err := resp.Body.Read(l.aheadBuf[:])
-		chunk := l.aheadBuf[:n]
-		if trimmed := bytes.TrimLeft(chunk, " \t\r\n"); len(trimmed) > 0 {
-			// Hand these over; if err is set, the body repeats it on
-			// the caller's next read.
-			l.ahead = trimmed
-			return nil
+// isMediaType reports whether the Content-Type value ct is of the media
+// type want (lower case), whatever its case and parameters.
+func isMediaType(ct, want string) bool {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(ct), want)
+}
+
+// isJSON reports whether ct is application/json or a +json type.
+func isJSON(ct string) bool {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = strings.TrimSpace(ct)
+	const suffix = "+json"
+	return strings.EqualFold(ct, "application/json") ||
+		(len(ct) > len(suffix) && strings.EqualFold(ct[len(ct)-len(suffix):], suffix))
+}
+
+// readAhead reads the next bytes of body into l's look-ahead buffer,
+// growing it up to aheadMax, and returns the bytes it read. full is set
+// when the buffer cannot grow any more.
+func readAhead(body io.Reader, l *lease) (chunk []byte, full bool, err error) {
+	buf := l.ahead
+	if buf == nil {
+		buf = l.aheadBuf[:0]
+	}
+	if len(buf) == cap(buf) {
+		if cap(buf) >= aheadMax {
+			return nil, true, nil
 		}
-		sawSpace = sawSpace || n > 0
+		buf = append(make([]byte, 0, min(2*cap(buf), aheadMax)), buf...)
+	}
+	n, err := body.Read(buf[len(buf):cap(buf)])
+	l.ahead = buf[:len(buf)+n]
+	return l.ahead[len(buf):], false, err
+}
+
+// awaitContent reads until a byte that is not white space arrives.
+func awaitContent(resp *http.Response, l *lease) error {
+	for {
+		chunk, full, err := readAhead(resp.Body, l)
 		switch {
-		case err == io.EOF && sawSpace:
+		case full, len(bytes.TrimLeft(chunk, " \t\r\n")) > 0:
+			// Content, or too much white space to hold: hand it over.
+			// If err is set, the body repeats it on the caller's next read.
+			return nil
+		case err == io.EOF && len(l.ahead) > 0:
 			return ErrEmptyAnswer
 		case err == io.EOF:
 			return nil // an empty body, as sent
@@ -65,10 +110,6 @@ func awaitContent(resp *http.Response, l *lease) error {
 	}
 }
 
-// firstDataMax bounds what is read while waiting for a stream's first
-// data line; keep-alive comments beyond it are dropped as they come.
-const firstDataMax = 8 << 10
-
 // awaitFirstData reads a stream until its first data line, giving up
 // after the first-token timeout.
 func (t *Transport) awaitFirstData(resp *http.Response, l *lease) error {
@@ -77,23 +118,16 @@ func (t *Transport) awaitFirstData(resp *http.Response, l *lease) error {
 		timedOut.Store(true)
 		resp.Body.Close() // unblocks the read below
 	})
-	buf := make([]byte, 0, 1024)
+	from := 0 // where the search for a data line resumes
 	for {
-		if len(buf) == cap(buf) {
-			buf = dropCompleteComments(buf)
-			if len(buf) == cap(buf) {
-				if cap(buf) >= firstDataMax {
-					buf = buf[:0] // one endless line: nothing to keep
-				} else {
-					buf = append(make([]byte, 0, 2*cap(buf)), buf...)
-				}
+		_, full, err := readAhead(resp.Body, l)
+		var found bool
+		found, from = findDataLine(l.ahead, from)
+		if found || full {
+			if stop() {
+				return nil
 			}
-		}
-		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if hasDataLine(buf) && stop() {
-			l.ahead = buf
-			return nil
+			return ErrFirstTokenTimeout
 		}
 		if timedOut.Load() {
 			return ErrFirstTokenTimeout
@@ -105,38 +139,44 @@ func (t *Transport) awaitFirstData(resp *http.Response, l *lease) error {
 	}
 }
 
-// hasDataLine reports whether an SSE buffer holds the start of a data line.
-func hasDataLine(buf []byte) bool {
-	return bytes.HasPrefix(buf, []byte("data:")) || bytes.Contains(buf, []byte("\ndata:"))
-}
+// utf8BOM may precede a stream's first line.
+const utf8BOM = "\ufeff"
 
-// dropCompleteComments removes the complete comment and blank lines at
-// the start of an SSE buffer.
-func dropCompleteComments(buf []byte) []byte {
-	for {
-		i := bytes.IndexByte(buf, '\n')
-		if i < 0 {
-			return buf
+// findDataLine reports whether the SSE text in buf holds the start of a
+// data line, looking from from on. Lines may end in LF, CR or CRLF. When
+// it finds none it returns where to look again once more bytes arrive.
+func findDataLine(buf []byte, from int) (found bool, next int) {
+	for i := from; ; {
+		j := bytes.Index(buf[i:], []byte("data"))
+		if j < 0 {
+			return false, max(from, len(buf)-len("data")+1)
 		}
-		line := bytes.TrimRight(buf[:i], "\r")
-		if len(line) > 0 && line[0] != ':' {
-			return buf
+		i += j
+		atLineStart := i == 0 || buf[i-1] == '\n' || buf[i-1] == '\r' ||
+			(i == len(utf8BOM) && bytes.HasPrefix(buf, []byte(utf8BOM)))
+		if atLineStart {
+			if i+len("data") == len(buf) {
+				return false, i // its end has not arrived yet
+			}
+			if c := buf[i+len("data")]; c == ':' || c == '\n' || c == '\r' {
+				return true, i
+			}
 		}
-		buf = append(buf[:0], buf[i+1:]...)
+		i++
 	}
 }
 
 // resyncFromHeaders lowers the account's RPM and TPM buckets to what the
 // provider says remains, so that its limits are kept before a 429 rather
 // than learnt from one.
-func (t *Transport) resyncFromHeaders(resp *http.Response, k *keyState) {
+func resyncFromHeaders(resp *http.Response, k *keyState, now time.Time) {
 	if !k.account.hasRates() {
 		return
 	}
 	requests := headerInt(resp.Header, "X-Ratelimit-Remaining-Requests")
 	tokens := headerInt(resp.Header, "X-Ratelimit-Remaining-Tokens")
 	if requests >= 0 || tokens >= 0 {
-		k.account.resync(t.pool.clock.Now(), requests, tokens)
+		k.account.resync(now, requests, tokens)
 	}
 }
 

@@ -89,6 +89,9 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 	maskUses := make(map[string]int) // how many keys were numbered after a mask
 	accounts := make(map[string]accountLimits)
 	accountOwner := make(map[string]int)
+	if err := checkNoSecretShown(keys); err != nil {
+		return nil, nil, err
+	}
 	for i, k := range keys {
 		bad := func(format string, args ...any) error {
 			return &ConfigError{Index: i, Key: k.label(), Problem: fmt.Sprintf(format, args...)}
@@ -156,6 +159,27 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 		out[i] = k
 	}
 	return out, accounts, nil
+}
+
+// checkNoSecretShown refuses a Name or Account that is one of the keys'
+// secrets: names and accounts are shown in Stats and errors, so a secret
+// put there by mistake would be shown too.
+func checkNoSecretShown(keys []Key) error {
+	secrets := make(map[string]int, len(keys))
+	for i, k := range keys {
+		if _, dup := secrets[k.Secret]; !dup && k.Secret != "" {
+			secrets[k.Secret] = i
+		}
+	}
+	for i, k := range keys {
+		for _, f := range [...]struct{ field, value string }{{"Name", k.Name}, {"Account", k.Account}} {
+			if j, ok := secrets[f.value]; ok {
+				return &ConfigError{Index: i, Key: maskSecret(k.Secret),
+					Problem: fmt.Sprintf("%s is the secret of key #%d; it would be shown in Stats and errors", f.field, j)}
+			}
+		}
+	}
+	return nil
 }
 
 // label names a key in an error: its Name if set, else its masked secret.

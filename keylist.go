@@ -31,6 +31,10 @@ func ParseKeys(list string) ([]Key, error) {
 				continue
 			}
 			n++
+			if opt, ok := optionName(strings.Split(entry, ";")[0]); ok {
+				return nil, fmt.Errorf("%w: key list entry #%d looks like an option (%s=…); separate a key's options with ';' and keys with ',' or new lines",
+					ErrInvalidConfig, n, opt)
+			}
 			k, err := parseKeyEntry(entry)
 			if err != nil {
 				return nil, fmt.Errorf("%w: key list entry #%d: %v", ErrInvalidConfig, n, err)
@@ -54,24 +58,30 @@ func parseKeyEntry(entry string) (Key, error) {
 	if strings.ContainsAny(k.Secret, " \t") {
 		return k, fmt.Errorf("(%s): the secret holds white space; is a ';' missing?", label)
 	}
+	seen := make(map[string]bool, len(fields)-1)
 	for i, f := range fields[1:] {
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
 		}
 		name, value, ok := strings.Cut(f, "=")
-		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		name, value = strings.TrimSpace(name), unquote(strings.TrimSpace(value))
 		if !ok || name == "" {
 			// Not quoted: it may be a second secret after a ';' meant as ','.
 			return k, fmt.Errorf("(%s): option %d is not name=value; separate keys with ',' or new lines", label, i+1)
 		}
+		canonical, known := optionNames[strings.ToLower(name)]
+		if known && seen[canonical] {
+			return k, fmt.Errorf("(%s): %s is given twice", label, canonical)
+		}
+		seen[canonical] = true
 		var err error
-		switch strings.ToLower(name) {
+		switch canonical {
 		case "name":
 			k.Name = value
 		case "account":
 			k.Account = value
-		case "base", "base_url", "baseurl":
+		case "base":
 			k.BaseURL = value
 		case "weight":
 			k.Weight, err = strconv.ParseFloat(value, 64)
@@ -79,7 +89,7 @@ func parseKeyEntry(entry string) (Key, error) {
 			k.RPM, err = strconv.Atoi(value)
 		case "tpm":
 			k.TPM, err = strconv.Atoi(value)
-		case "max", "max_concurrent", "maxconcurrent":
+		case "max":
 			k.MaxConcurrent, err = strconv.Atoi(value)
 		case "models":
 			k.Models = strings.Split(value, "|")
@@ -93,11 +103,31 @@ func parseKeyEntry(entry string) (Key, error) {
 	return k, nil
 }
 
-// quoteShort quotes what an error repeats from the input, unless it is
-// long enough to be a secret put in the wrong place.
-func quoteShort(s string) string {
-	if len(s) > 12 {
-		return fmt.Sprintf("(%d bytes, not shown)", len(s))
+// optionNames maps every accepted spelling of an option to its name.
+var optionNames = map[string]string{
+	"name": "name", "account": "account",
+	"base": "base", "base_url": "base", "baseurl": "base",
+	"weight": "weight", "rpm": "rpm", "tpm": "tpm",
+	"max": "max", "max_concurrent": "max", "maxconcurrent": "max",
+	"models": "models",
+}
+
+// optionName reports whether field, the part of an entry before its first
+// ';', is an option rather than a secret, and which. A secret may hold
+// '=' (base64 padding), but never starts with an option's name and '='.
+func optionName(field string) (string, bool) {
+	name, _, ok := strings.Cut(field, "=")
+	if !ok {
+		return "", false
 	}
-	return strconv.Quote(s)
+	canonical, known := optionNames[strings.ToLower(strings.TrimSpace(name))]
+	return canonical, known
+}
+
+// unquote removes one pair of matching quotes around a value.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
 }

@@ -63,22 +63,19 @@ func newKeyState(k Key, acct accountState, lim accountLimits) *keyState {
 
 // serves reports whether the key may ever serve r.
 func (k *keyState) serves(r *acquireRequest) bool {
-	if k.models != nil {
+	if k.models != nil && r.model != "" {
 		if _, ok := k.models[r.model]; !ok {
 			return false
 		}
 	}
-	if r.host != "" && k.host(r.origin) != r.host {
-		return false
-	}
-	return true
+	return r.dest == nil || mayFollow(k.home(r.origin), r.dest)
 }
 
-// host is where the key's secret may go: its BaseURL's host, or for a key
-// without one the host the caller's request was for.
-func (k *keyState) host(origin string) string {
+// home is where the key's secret belongs: its BaseURL, or for a key
+// without one the URL the caller's request was for.
+func (k *keyState) home(origin *url.URL) *url.URL {
 	if k.target != nil {
-		return k.target.Host
+		return k.target
 	}
 	return origin
 }

@@ -1,13 +1,17 @@
 package keypool
 
 import (
+	"errors"
 	"io"
+	"net/http"
+	"sync"
 	"sync/atomic"
 )
 
 // lease is one request's hold on a key: an in-flight slot on the key and
-// its account. It is released once, when the response body is read to
-// its end or fails or is closed, or when the attempt is given up.
+// its account, and the tokens reserved against TPM. It is released once,
+// when the response body is read to its end or fails or is closed, or
+// when the attempt is given up.
 //
 // A lease handed to the caller is also the response body: it wraps the
 // upstream body (which saves an allocation per request), serves first
@@ -19,23 +23,66 @@ type lease struct {
 	tokens   int   // reserved against TPM
 	inFlight int64 // on the account when the request was sent, itself included
 	released atomic.Bool
+	sent     sentBody // the request body of the attempt made under the lease
 
-	body     io.ReadCloser // the upstream body, once handed over
-	ahead    []byte        // read ahead of the caller, served first
+	ahead    []byte // read ahead of the caller, served first
 	aheadBuf [64]byte
+
+	// mu lets Close, which net/http allows from another goroutine to
+	// abort a Read, run beside a Read.
+	mu       sync.Mutex
+	body     io.ReadCloser // the upstream body, once handed over
+	answered bool          // a 2xx answer was handed over: its tokens count
+	scan     bool          // the body is scanned for usage
+	closed   bool
 	usage    usageScanner
+}
+
+// errBodyClosed is what Read returns after Close, as net/http's bodies do.
+var errBodyClosed = errors.New("keypool: read on closed response body")
+
+// attach makes the lease the body of resp, which is handed to the caller.
+func (l *lease) attach(resp *http.Response) {
+	l.body = resp.Body
+	l.answered = resp.StatusCode >= 200 && resp.StatusCode < 300
+	// An encoded body cannot be scanned for usage without decoding it:
+	// the scanner stands aside.
+	ce := resp.Header.Get("Content-Encoding")
+	l.scan = ce == "" || ce == "identity"
+}
+
+// takeAhead returns rc with the bytes read ahead of it in front, and
+// forgets them.
+func (l *lease) takeAhead(rc io.ReadCloser) io.ReadCloser {
+	if len(l.ahead) == 0 {
+		return rc
+	}
+	b := &prefixedBody{prefix: l.ahead, rc: rc}
+	l.ahead = nil
+	return b
 }
 
 func (l *lease) release() {
 	if !l.released.CompareAndSwap(false, true) {
 		return
 	}
+	l.mu.Lock()
+	found, used := l.usage.found, l.usage.total
 	l.usage.done()
-	if l.usage.found {
-		l.key.tokens.Add(int64(l.usage.total))
-		if l.tokens > 0 { // a TPM reservation to settle
-			l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, l.usage.total)
+	l.mu.Unlock()
+	if found {
+		l.key.tokens.Add(int64(used))
+	}
+	if l.tokens > 0 {
+		switch {
+		case !l.answered:
+			// Refused or failed: the provider counted nothing.
+			l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, 0)
+		case found:
+			l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, used)
 		}
+		// An answer without usage keeps its reservation as the
+		// estimate of what it used.
 	}
 	l.key.put()
 	l.pool.wake()
@@ -44,23 +91,46 @@ func (l *lease) release() {
 // Read reads the upstream body and releases the lease at its end or on
 // an error.
 func (l *lease) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, errBodyClosed
+	}
 	if len(l.ahead) > 0 {
 		n := copy(p, l.ahead)
 		l.ahead = l.ahead[n:]
-		l.usage.feed(p[:n])
+		l.feed(p[:n])
+		l.mu.Unlock()
 		return n, nil
 	}
+	l.mu.Unlock()
 	n, err := l.body.Read(p)
-	l.usage.feed(p[:n])
+	if n > 0 && l.scan {
+		l.mu.Lock()
+		if !l.closed {
+			l.feed(p[:n])
+		}
+		l.mu.Unlock()
+	}
 	if err != nil {
 		l.release()
 	}
 	return n, err
 }
 
+// feed scans p for usage; l.mu is held.
+func (l *lease) feed(p []byte) {
+	if l.scan && !l.released.Load() {
+		l.usage.feed(p)
+	}
+}
+
 // Close closes the upstream body and releases the lease.
 func (l *lease) Close() error {
 	err := l.body.Close()
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 	l.release()
 	return err
 }

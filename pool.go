@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,11 +111,12 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]accountLimits, existing [
 
 // acquireRequest is what a request needs from a key.
 type acquireRequest struct {
-	model  string
+	model  string // "" when the request names none: every key serves it
 	tokens int
-	// host, when set, admits only keys whose secret may go to that host
-	// (a redirect); origin is the host of the caller's first request.
-	host, origin string
+	// dest, when set, is where a redirect goes: only keys whose secret
+	// may go there serve it. origin is the URL of the caller's first
+	// request, where keys without a BaseURL belong.
+	origin, dest *url.URL
 	tried        []*keyState // keys already tried, avoided while others remain
 }
 
@@ -219,22 +221,24 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
 }
 
 // acquire takes a key for r, waiting in FIFO order for one to free up,
-// bounded by ctx and the pool's maximum wait.
-func (p *Pool) acquire(ctx context.Context, r *acquireRequest) (*lease, error) {
+// bounded by ctx and by maxWait. It returns how long it waited.
+func (p *Pool) acquire(ctx context.Context, r *acquireRequest, maxWait time.Duration) (*lease, time.Duration, error) {
 	if p.nwait.Load() == 0 {
 		k, n, b := p.pick(r)
 		if k != nil {
-			return p.newLease(k, r.tokens, n), nil
+			return p.newLease(k, r.tokens, n), 0, nil
 		}
 		if !b.waitable {
-			return nil, b.unavailable()
+			return nil, 0, b.unavailable()
 		}
 	}
-	return p.wait(ctx, r)
+	if maxWait <= 0 {
+		return nil, 0, &WaitError{Err: ErrWaitTimeout}
+	}
+	return p.wait(ctx, r, maxWait)
 }
 
 func (p *Pool) newLease(k *keyState, tokens int, inFlight int64) *lease {
-	k.requests.Add(1)
 	return &lease{pool: p, key: k, tokens: tokens, inFlight: inFlight}
 }
 
@@ -253,9 +257,9 @@ type grant struct {
 	err   error
 }
 
-func (p *Pool) wait(ctx context.Context, r *acquireRequest) (*lease, error) {
+func (p *Pool) wait(ctx context.Context, r *acquireRequest, maxWait time.Duration) (*lease, time.Duration, error) {
 	start := p.clock.Now()
-	w := &waiter{req: *r, start: start, deadline: start.Add(p.cfg.maxWait).UnixNano(), grant: make(chan grant, 1)}
+	w := &waiter{req: *r, start: start, deadline: addNanos(start.UnixNano(), maxWait), grant: make(chan grant, 1)}
 	if d, ok := ctx.Deadline(); ok && d.UnixNano() < w.deadline {
 		w.deadline = d.UnixNano()
 	}
@@ -266,12 +270,12 @@ func (p *Pool) wait(ctx context.Context, r *acquireRequest) (*lease, error) {
 	p.mu.Unlock()
 
 	expired := make(chan struct{})
-	stop := p.clock.AfterFunc(p.cfg.maxWait, func() { close(expired) })
+	stop := p.clock.AfterFunc(maxWait, func() { close(expired) })
 	defer stop()
 	var reason error
 	select {
 	case g := <-w.grant:
-		return g.lease, g.err
+		return g.lease, p.clock.Now().Sub(start), g.err
 	case <-ctx.Done():
 		reason = ctx.Err()
 	case <-expired:
@@ -282,22 +286,25 @@ func (p *Pool) wait(ctx context.Context, r *acquireRequest) (*lease, error) {
 		p.waiters.Remove(w.elem)
 		w.elem = nil
 		p.nwait.Add(-1)
+		// Those behind may fit where this one did not.
+		p.dispatchLocked()
 		p.mu.Unlock()
 	} else { // served while giving up
 		p.mu.Unlock()
 		g := <-w.grant
 		if g.lease != nil && ctx.Err() == nil {
-			return g.lease, nil
+			return g.lease, p.clock.Now().Sub(start), nil
 		}
 		if g.lease != nil {
 			g.lease.release()
 		}
 	}
-	e := &WaitError{Waited: p.clock.Now().Sub(start), Err: reason}
+	waited := p.clock.Now().Sub(start)
+	e := &WaitError{Waited: waited, Err: reason}
 	if w.earliest > 0 {
 		e.Earliest = time.Unix(0, w.earliest)
 	}
-	return nil, e
+	return nil, waited, e
 }
 
 // pollInterval bounds how long waiters sleep without a check, should a

@@ -29,7 +29,7 @@ func proveAll(p *Pool) {
 
 func mustAcquire(t *testing.T, p *Pool, r *acquireRequest) *lease {
 	t.Helper()
-	l, err := p.acquire(context.Background(), r)
+	l, err := acquireFor(p, context.Background(), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestWaitEndsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		_, err := p.acquire(ctx, &acquireRequest{})
+		_, err := acquireFor(p, ctx, &acquireRequest{})
 		done <- err
 	}()
 	waitFor(t, func() bool { return p.nwait.Load() == 1 })
@@ -159,7 +159,7 @@ func TestWaitEndsAtMaxWait(t *testing.T) {
 	defer l.release()
 	done := make(chan error)
 	go func() {
-		_, err := p.acquire(context.Background(), &acquireRequest{})
+		_, err := acquireFor(p, context.Background(), &acquireRequest{})
 		done <- err
 	}()
 	waitFor(t, func() bool { return p.nwait.Load() == 1 })
@@ -201,7 +201,7 @@ func TestWaitFailsFastWhenNothingFreesInTime(t *testing.T) {
 	p, _ := newTestPool(t, []Key{{Secret: "sk-a"}}, WithMaxWait(time.Second))
 	proveAll(p)
 	p.report(&lease{pool: p, key: p.snap.Load().keys[0]}, Outcome{Effect: EffectRateLimited, Wait: time.Minute}, 429)
-	_, err := p.acquire(context.Background(), &acquireRequest{})
+	_, err := acquireFor(p, context.Background(), &acquireRequest{})
 	var we *WaitError
 	if !errors.As(err, &we) || !errors.Is(err, ErrWaitTimeout) {
 		t.Fatalf("err = %v, want a *WaitError wrapping ErrWaitTimeout", err)
@@ -239,7 +239,7 @@ func TestUnprovenKeyTakesOneRequestAtATime(t *testing.T) {
 	// Both keys are probing: a third request waits.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := p.acquire(ctx, &acquireRequest{}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := acquireFor(p, ctx, &acquireRequest{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("third request: %v, want to wait", err)
 	}
 	p.report(&lease{pool: p, key: a.key}, Outcome{Effect: EffectOK}, 200)
@@ -292,7 +292,7 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 	l.release()
 	// Nothing left: fail at once rather than wait for disabled keys.
 	p.report(&lease{pool: p, key: keys[1]}, Outcome{Effect: EffectKeyRevoked}, 401)
-	_, err := p.acquire(context.Background(), &acquireRequest{})
+	_, err := acquireFor(p, context.Background(), &acquireRequest{})
 	if !errors.Is(err, ErrNoKeyAvailable) || !strings.Contains(err.Error(), "disabled or ejected") {
 		t.Errorf("all disabled: %v", err)
 	}
@@ -330,7 +330,7 @@ func TestModelFilter(t *testing.T) {
 		}
 		l.release()
 	}
-	if _, err := p.acquire(context.Background(), &acquireRequest{model: "llama"}); !errors.Is(err, ErrNoKeyAvailable) {
+	if _, err := acquireFor(p, context.Background(), &acquireRequest{model: "llama"}); !errors.Is(err, ErrNoKeyAvailable) {
 		t.Errorf("unknown model: %v", err)
 	}
 }

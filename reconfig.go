@@ -113,10 +113,16 @@ func (p *Pool) changeKey(name string, change func(keys []*keyState, k *keyState)
 }
 
 // key returns the key with the given name, or an error wrapping
-// ErrUnknownKey.
+// ErrUnknownKey. The error never repeats a name that could be a secret
+// passed by mistake: long names are not shown.
 func (s *snapshot) key(name string) (*keyState, error) {
 	if k := s.byName[name]; k != nil {
 		return k, nil
 	}
-	return nil, fmt.Errorf("%w: %q", ErrUnknownKey, name)
+	for _, k := range s.keys {
+		if k.cfg.Secret == name {
+			return nil, fmt.Errorf("%w: that is the secret of key %q, not its name", ErrUnknownKey, k.name)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnknownKey, quoteShort(name))
 }

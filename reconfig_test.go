@@ -162,3 +162,38 @@ func TestSetWeightChangesShares(t *testing.T) {
 		t.Errorf("share after SetWeight(4): %.3f, want 0.8", r)
 	}
 }
+
+// A secret passed where a name belongs is never echoed back.
+func TestSecretPassedAsNameIsNotEchoed(t *testing.T) {
+	const secret = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789"
+	p, _ := newTestPool(t, []Key{{Secret: secret}, {Secret: "sk-other-0123456789abcdef"}})
+	for _, call := range []struct {
+		name string
+		err  error
+	}{
+		{"Disable", p.Disable(secret)},
+		{"Enable", p.Enable(secret)},
+		{"Remove", p.Remove(secret)},
+		{"SetWeight", p.SetWeight(secret, 2)},
+		{"SetLimits", p.SetLimits(secret, 1, 1, 1)},
+		{"Disable unknown", p.Disable("sk-proj-Zyxwvutsrqponmlkjihgfedcba9876543210")},
+	} {
+		if call.err == nil || !errors.Is(call.err, ErrUnknownKey) {
+			t.Errorf("%s(secret) = %v, want ErrUnknownKey", call.name, call.err)
+			continue
+		}
+		if msg := call.err.Error(); strings.Contains(msg, secret[8:]) || strings.Contains(msg, "Zyxwvutsrqponmlkjihgfedcba") {
+			t.Errorf("%s echoes the secret: %v", call.name, msg)
+		}
+	}
+	for _, keys := range [][]Key{
+		{{Secret: secret, Name: secret}},
+		{{Secret: secret}, {Secret: "sk-other-0123456789abcdef", Name: secret}},
+		{{Secret: secret, Account: secret}},
+	} {
+		_, err := New(keys)
+		if err == nil || strings.Contains(err.Error(), secret[8:]) {
+			t.Errorf("New with a secret as a name or account: %v", err)
+		}
+	}
+}

@@ -210,12 +210,17 @@ func TestParseRequestMeta(t *testing.T) {
 		{`{"model":"o3","max_completion_tokens":50,"max_tokens":9}`, "o3", 50},
 		{`{"model":"deepseek-chat"}`, "deepseek-chat", defaultCompletionTokens},
 		{`{"model":"x","max_tokens":-4}`, "x", defaultCompletionTokens},
-		{`not json`, "", defaultCompletionTokens},
 	}
 	for _, tt := range tests {
 		m := parseRequestMeta([]byte(tt.body))
 		if m.Model != tt.model || m.Tokens != len(tt.body)/4+tt.extra {
 			t.Errorf("parseRequestMeta(%s) = %+v, want model %q and %d tokens", tt.body, m, tt.model, len(tt.body)/4+tt.extra)
+		}
+	}
+	// Not a model request: no model, no tokens.
+	for _, body := range []string{`not json`, `{"purpose":"fine-tune"}`, `{"model":42}`, ``} {
+		if m := parseRequestMeta([]byte(body)); m != (requestMeta{}) {
+			t.Errorf("parseRequestMeta(%s) = %+v, want nothing", body, m)
 		}
 	}
 }

@@ -39,11 +39,10 @@ func TestHeadersResyncTheBuckets(t *testing.T) {
 	p, c := newTestPool(t, []Key{{Secret: "sk-a", RPM: 600, TPM: 60000}})
 	proveAll(p)
 	k := p.snap.Load().keys[0]
-	tr := NewTransport(p)
 	h := http.Header{}
 	h.Set("X-Ratelimit-Remaining-Requests", "0")
 	h.Set("X-Ratelimit-Remaining-Tokens", "10")
-	tr.resyncFromHeaders(&http.Response{Header: h}, k)
+	resyncFromHeaders(&http.Response{Header: h}, k, c.Now())
 	if n, at, _ := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
 		t.Fatal("took a request the provider said had no budget left")
 	}

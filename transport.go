@@ -1,13 +1,9 @@
 package keypool
 
 import (
-	"bytes"
+	"context"
 	"errors"
-	"io"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -63,275 +59,210 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-// errorPeekBytes is how much of an error body is read to classify it and
-// kept to hand back should every attempt fail.
-const errorPeekBytes = 16 << 10
+// attemptsCeiling bounds all the attempts of one request, 429s included,
+// as a multiple of WithMaxAttempts: 429s are not counted against
+// WithMaxAttempts, since each one makes the next attempt wait for
+// capacity, but they must not go on for ever either.
+const attemptsCeiling = 4
 
-// drainBytes bounds how much of a discarded body is read so that its
-// connection can be reused; past it the connection is closed instead.
-const drainBytes = 64 << 10
-
-// RoundTrip sends req with a key from the pool, retrying as DESIGN.md's
-// decision table says. When attempts run out it returns the last upstream
-// response, so clients report the upstream's own error; it returns an
-// *AttemptsError only when there is no response to return.
+// RoundTrip sends req with a key from the pool, retrying as the decision
+// table in the package documentation says. When attempts run out it
+// returns the last upstream response, so clients report the upstream's
+// own error; it returns an *AttemptsError only when there is no response
+// to return.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body replayBody
-	if err := body.init(req, t.maxBodyBytes); err != nil {
+	var c call
+	if err := c.init(t, req); err != nil {
 		return nil, err
 	}
-	ctx := req.Context()
-	ar := acquireRequest{}
-	redirect := req.Response != nil
-	if redirect {
-		// A secret may follow a redirect only to a host it belongs to.
-		ar.origin, ar.host = originHost(req), req.URL.Host
-	} else {
-		ar.origin = req.URL.Host
+	for {
+		l, err := c.acquire()
+		if err != nil {
+			if c.redirect && errors.Is(err, ErrNoKeyAvailable) {
+				return c.sendWithoutKey()
+			}
+			return c.giveUp(nil, err)
+		}
+		a := c.attempt(l)
+		switch {
+		case a.callerFault != nil:
+			return nil, c.fail(&a)
+		case a.outcome.Retry == RetryNo && a.resp != nil:
+			return c.handOver(&a), nil
+		case a.outcome.Retry == RetryNo, c.spent(&a):
+			return c.giveUp(&a, a.err)
+		}
+		c.keep(&a)
+		if !c.pause(&a) {
+			return c.giveUp(nil, c.pauseEnded(&a))
+		}
+	}
+}
+
+// call is one request on its way through the transport: what every
+// attempt needs, and what the attempts so far have left.
+type call struct {
+	t        *Transport
+	req      *http.Request
+	ctx      context.Context
+	body     replayBody
+	need     acquireRequest
+	redirect bool // req follows a redirect: no rebasing, stricter hosts
+
+	attempts []Attempt
+	last     *http.Response // the latest upstream answer, buffered
+	charged  int            // attempts that count against maxAttempts
+	waitLeft time.Duration  // of the pool's maximum wait
+	bo       backoff.BackOff
+}
+
+// init checks req and prepares its body. On error the body is closed.
+func (c *call) init(t *Transport, req *http.Request) error {
+	switch {
+	case req.URL == nil:
+		closeRequestBody(req)
+		return errors.New("keypool: nil Request.URL")
+	case req.Header == nil:
+		closeRequestBody(req)
+		return errors.New("keypool: nil Request.Header")
+	}
+	c.t, c.req, c.ctx = t, req, req.Context()
+	if err := c.body.init(req, t.maxBodyBytes); err != nil {
+		return err
+	}
+	c.redirect = req.Response != nil
+	c.need.origin = req.URL
+	if c.redirect {
+		// A secret may follow a redirect only to where it belongs.
+		c.need.origin, c.need.dest = originURL(req), req.URL
 	}
 	if s := t.pool.snap.Load(); s.filtersModels || s.countsTokens {
-		meta := parseRequestMeta(body.bytes(t.maxBodyBytes))
-		ar.model, ar.tokens = meta.Model, meta.Tokens
+		c.need.model, c.need.tokens = c.body.meta(req, t.maxBodyBytes)
 	}
-
+	c.waitLeft = t.pool.cfg.maxWait
 	t.budget.request(t.pool.clock.Now())
-	var attempts []Attempt
-	var last *http.Response // the latest upstream answer, buffered
-	var bo backoff.BackOff
-	charged := 0 // attempts that count against maxAttempts
-	for n := 1; ; n++ {
-		l, err := t.pool.acquire(ctx, &ar)
-		if err != nil {
-			if redirect && errors.Is(err, ErrNoKeyAvailable) {
-				resp, err := t.send(req, nil, &body, true)
-				if resp != nil {
-					resp.Request = req
-				}
-				return resp, err
-			}
-			body.close()
-			if last != nil && ctx.Err() == nil {
-				return last, nil
-			}
-			return nil, &AttemptsError{Attempts: attempts, Err: err}
-		}
-		resp, err := t.send(req, l.key, &body, redirect)
-		if err != nil && ctx.Err() != nil {
-			l.release()
-			attempts = append(attempts, Attempt{Key: l.key.name, Err: err})
-			return nil, &AttemptsError{Attempts: attempts, Err: ctx.Err()}
-		}
-		var peek []byte
-		if resp != nil && resp.StatusCode >= 400 {
-			peek = peekBody(resp, errorPeekBytes)
-		}
-		o := classify(resp, err, peek, t.retryOnReset, t.pool.clock)
-		if resp != nil && resp.StatusCode < 300 && o.Retry == RetryNo {
-			if bad := t.inspect(resp, l); bad != nil {
-				o, err = t.rejectAnswer(bad), bad
-				discard(resp.Body)
-				resp = nil // not an answer to hand back
-			}
-		}
-		if t.classifier != nil {
-			o = t.classifier(resp, err, o)
-		}
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-			t.resyncFromHeaders(resp, l.key)
-		}
-		t.pool.report(l, o, status)
+	return nil
+}
 
-		// 429s are not charged: each one lowers a limit or cools an
-		// account down, so the next attempt waits for capacity instead.
-		if o.Effect != EffectRateLimited {
-			charged++
-		}
-		// Retries after provider failures come out of the retry budget, so
-		// that an outage is not multiplied into a retry storm.
-		final := o.Retry == RetryNo || charged >= t.maxAttempts || n >= 4*t.maxAttempts ||
-			(o.Effect == EffectFailure && !t.budget.allow(t.pool.clock.Now()))
-		if final {
-			if resp != nil {
-				return handOver(resp, req, l), nil
-			}
-			l.release()
-			if last != nil {
-				return last, nil
-			}
-			attempts = append(attempts, Attempt{Key: l.key.name, Err: err})
-			return nil, &AttemptsError{Attempts: attempts, Err: err}
-		}
-		attempts = append(attempts, Attempt{Key: l.key.name, Status: status, Err: err})
-		if resp != nil {
-			last = keepForLater(resp, peek, req)
-		}
-		l.release()
-		ar.tried = append(ar.tried, l.key)
-		if o.Retry == RetryBackoff {
-			if bo == nil {
-				bo = t.newBackOff()
-			}
-			d := bo.NextBackOff()
-			if d == backoff.Stop || !sleep(t.pool.clock, d, ctx.Done()) {
-				body.close()
-				if last != nil && ctx.Err() == nil {
-					return last, nil
-				}
-				return nil, &AttemptsError{Attempts: attempts, Err: ctx.Err()}
-			}
-		}
+func closeRequestBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
 	}
 }
 
-// rejectAnswer is the outcome of a 2xx answer that inspect refused: a
-// stream still queued is an overload of the account (it lowers a learned
-// limit, or cools the account down); an empty or broken answer is a
-// provider failure. Nothing reached the caller, so both are retried.
-func (t *Transport) rejectAnswer(why error) Outcome {
-	if errors.Is(why, ErrFirstTokenTimeout) {
-		return Outcome{Effect: EffectRateLimited, Retry: RetryNow}
-	}
-	if errors.Is(why, ErrEmptyAnswer) || t.retryOnReset {
-		return Outcome{Effect: EffectFailure, Retry: RetryNow}
-	}
-	return Outcome{Effect: EffectFailure, Retry: RetryNo}
-}
-
-// send makes one attempt on a shallow copy of req with k's credentials,
-// or with none when k is nil: a redirect to a host no key belongs to.
-func (t *Transport) send(req *http.Request, k *keyState, body *replayBody, redirect bool) (*http.Response, error) {
-	rc, err := body.next()
-	if err != nil {
+// acquire takes a key for the next attempt, waiting at most what is left
+// of the pool's maximum wait. No attempt starts once the caller's
+// context is done.
+func (c *call) acquire() (*lease, error) {
+	if err := c.ctx.Err(); err != nil {
 		return nil, err
 	}
-	out := new(http.Request)
-	*out = *req // keeps the context; every field changed below is replaced, not modified
-	out.Body = rc
-	out.GetBody = body.getBody
-	if k == nil {
-		out.Header = stripCredentials(req.Header, 0)
-		return t.base.RoundTrip(out)
-	}
-	out.Header = t.headerFor(req.Header, k)
-	if k.target != nil && !redirect {
-		out.URL = rebase(req.URL, k.target)
-		out.Host = ""
-	}
-	return t.base.RoundTrip(out)
+	l, waited, err := c.t.pool.acquire(c.ctx, &c.need, c.waitLeft)
+	c.waitLeft -= waited
+	return l, err
 }
 
-// credentialHeaders are removed from every request before the key's own
-// header is set, so that a client's placeholder key never goes upstream.
-var credentialHeaders = [...]string{"Authorization", "Api-Key", "X-Api-Key"}
-
-func stripCredentials(h http.Header, extra int) http.Header {
-	out := make(http.Header, len(h)+extra)
-	for name, v := range h {
-		if name != credentialHeaders[0] && name != credentialHeaders[1] && name != credentialHeaders[2] {
-			out[name] = v // shared, never modified: only the map is ours
-		}
+// spent reports whether a, which asks to be retried, must be the last
+// attempt: attempts have run out, or the retry budget has.
+func (c *call) spent(a *attempt) bool {
+	// 429s are not charged: each one lowers a limit or cools an account
+	// down, so the next attempt waits for capacity instead.
+	if a.outcome.Effect != EffectRateLimited {
+		c.charged++
 	}
-	return out
+	n := len(c.attempts) + 1
+	return c.charged >= c.t.maxAttempts || n >= attemptsCeiling*c.t.maxAttempts ||
+		// Retries after provider failures come out of the retry budget,
+		// so that an outage is not multiplied into a retry storm.
+		(a.outcome.Effect == EffectFailure && !c.t.budget.allow(c.t.pool.clock.Now()))
 }
 
-func (t *Transport) headerFor(h http.Header, k *keyState) http.Header {
-	out := stripCredentials(h, 1)
-	switch t.auth {
-	case AuthAPIKey:
-		out["Api-Key"] = k.secretHeader
-	case AuthXAPIKey:
-		out["X-Api-Key"] = k.secretHeader
-	default:
-		out["Authorization"] = k.bearerHeader
+// keep records a, an attempt to be retried, and lets go of its key,
+// keeping its answer should no later attempt get one.
+func (c *call) keep(a *attempt) {
+	c.record(a)
+	if a.resp != nil {
+		c.last = keepForLater(a.resp, a.lease, c.req)
 	}
-	return out
+	a.lease.release()
+	c.need.tried = append(c.need.tried, a.lease.key)
 }
 
-// rebase sends u to base: base's scheme and host, base's path before u's.
-func rebase(u, base *url.URL) *url.URL {
-	out := *u
-	out.Scheme, out.Host, out.User = base.Scheme, base.Host, nil
-	if prefix := strings.TrimSuffix(base.Path, "/"); prefix != "" {
-		out.Path = prefix + u.Path
-		if u.RawPath != "" {
-			out.RawPath = strings.TrimSuffix(base.EscapedPath(), "/") + u.RawPath
-		}
+func (c *call) record(a *attempt) {
+	at := Attempt{Key: a.lease.key.name, Err: a.err}
+	if a.resp != nil {
+		at.Status = a.resp.StatusCode
 	}
-	return &out
+	c.attempts = append(c.attempts, at)
 }
 
-// originHost is the host of the first request of a redirect chain.
-func originHost(req *http.Request) string {
-	for req.Response != nil && req.Response.Request != nil && req.Response.Request != req {
-		req = req.Response.Request
+// pause waits before the next attempt when a asks for a backoff, and
+// reports whether the next attempt may go ahead. The backoff counts
+// against the pool's maximum wait.
+func (c *call) pause(a *attempt) bool {
+	if a.outcome.Retry != RetryBackoff {
+		return true
 	}
-	return req.URL.Host
+	if c.bo == nil {
+		c.bo = c.t.newBackOff()
+	}
+	d := c.bo.NextBackOff()
+	if d == backoff.Stop || d > c.waitLeft {
+		return false
+	}
+	c.waitLeft -= d
+	return sleep(c.t.pool.clock, d, c.ctx.Done())
 }
 
-// handOver gives resp to the caller with its body tied to the lease and
-// its Request set to the caller's own, which holds no secret.
-func handOver(resp *http.Response, req *http.Request, l *lease) *http.Response {
-	resp.Request = req
-	if resp.Body == nil || resp.Body == http.NoBody {
-		l.release()
-		return resp
+// pauseEnded is why no attempt follows a after pause said no.
+func (c *call) pauseEnded(a *attempt) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
 	}
-	l.body = resp.Body
-	resp.Body = l
-	return resp
+	if a.err != nil {
+		return a.err
+	}
+	return &WaitError{Err: ErrWaitTimeout}
 }
 
-// peekBody reads up to limit bytes of resp's body and puts them back in
-// front of the rest, so that the body still reads whole.
-func peekBody(resp *http.Response, limit int) []byte {
-	if resp.Body == nil || resp.Body == http.NoBody {
-		return nil
+// giveUp ends a request that gets no further attempt, for reason: it
+// hands over a's answer if it has one, else the last answer kept, and
+// else returns an *AttemptsError.
+func (c *call) giveUp(a *attempt, reason error) (*http.Response, error) {
+	if a != nil && a.resp != nil {
+		return c.handOver(a), nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)))
-	rest := io.Reader(resp.Body)
-	if err != nil {
-		rest = errReader{err} // the caller meets the error where the peek did
+	if a != nil {
+		c.record(a)
+		a.lease.release()
 	}
-	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(buf), rest), rc: resp.Body}
-	return buf
+	c.body.close()
+	if c.last != nil && c.ctx.Err() == nil {
+		return c.last, nil
+	}
+	if err := c.ctx.Err(); err != nil {
+		reason = err
+	}
+	return nil, &AttemptsError{Attempts: c.attempts, Err: reason}
 }
 
-type peekedBody struct {
-	io.Reader
-	rc io.ReadCloser
+// fail ends a request whose attempt failed through the caller's own
+// doing: its context ended or its body could not be read. No key is
+// blamed and nothing is retried.
+func (c *call) fail(a *attempt) error {
+	a.err = a.callerFault
+	c.record(a)
+	a.lease.release()
+	c.body.close()
+	return &AttemptsError{Attempts: c.attempts, Err: a.callerFault}
 }
 
-func (b *peekedBody) Close() error { return b.rc.Close() }
-
-// errReader fails every read with err.
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
-
-// keepForLater keeps an error response to hand back should every attempt
-// fail: its status, headers and the peeked start of its body. The rest is
-// drained (bounded) and the body closed so the connection is reused.
-func keepForLater(resp *http.Response, peek []byte, req *http.Request) *http.Response {
-	discard(resp.Body)
-	kept := new(http.Response)
-	*kept = *resp
-	kept.Body = io.NopCloser(bytes.NewReader(peek))
-	kept.ContentLength = int64(len(peek))
-	kept.Header = resp.Header.Clone()
-	kept.Header.Del("Content-Encoding")
-	kept.Header.Set("Content-Length", strconv.Itoa(len(peek)))
-	kept.Request = req
-	kept.TLS = nil
-	return kept
-}
-
-// discard drains up to drainBytes of a body and closes it.
-func discard(rc io.ReadCloser) {
-	if rc == nil {
-		return
+// sendWithoutKey follows a redirect to a place no key belongs to: the
+// request goes on without any credential.
+func (c *call) sendWithoutKey() (*http.Response, error) {
+	resp, _, err := c.t.send(c, nil)
+	if resp != nil {
+		resp.Request = c.req
 	}
-	_, _ = io.CopyN(io.Discard, rc, drainBytes)
-	rc.Close()
+	return resp, err
 }

@@ -628,3 +628,9 @@ func TestLargeErrorBodyIsReturnedWhole(t *testing.T) {
 		t.Errorf("a 400 with a %d-byte body reached the caller as %d bytes", len(big), len(body))
 	}
 }
+
+func (s *scripted) seenCopy() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.seen...)
+}

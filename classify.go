@@ -50,7 +50,21 @@ type Outcome struct {
 	Wait time.Duration
 }
 
-// classify applies DESIGN.md's decision table to one attempt: the
+// rejectAnswer is the outcome of a 2xx answer that inspect refused: a
+// stream still queued is an overload of the account (it lowers a learned
+// limit, or cools the account down); an empty or broken answer is a
+// provider failure. Nothing reached the caller, so both are retried.
+func rejectAnswer(why error, retryOnReset bool) Outcome {
+	if errors.Is(why, ErrFirstTokenTimeout) {
+		return Outcome{Effect: EffectRateLimited, Retry: RetryNow}
+	}
+	if errors.Is(why, ErrEmptyAnswer) || retryOnReset {
+		return Outcome{Effect: EffectFailure, Retry: RetryNow}
+	}
+	return Outcome{Effect: EffectFailure, Retry: RetryNo}
+}
+
+// classify applies the decision table to one attempt: the
 // response (with the first bytes of its body in errBody, for errors) or
 // the transport error. c is read only to turn an HTTP-date into a wait.
 func classify(resp *http.Response, err error, errBody []byte, retryOnReset bool, c clock) Outcome {

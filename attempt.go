@@ -1,0 +1,199 @@
+package keypool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+)
+
+// attempt is one try of a request on one key, and what came of it.
+type attempt struct {
+	lease   *lease
+	sentTo  *url.URL       // the URL the attempt went to
+	resp    *http.Response // nil when no answer came, or it was refused
+	err     error          // the transport error, or why a 2xx was refused
+	peek    []byte         // the start of an error body
+	outcome Outcome
+	// callerFault is set when the attempt failed through the caller's
+	// doing (its context ended, its body failed): nobody else is blamed.
+	callerFault error
+}
+
+// attempt sends the request with l's key and judges the answer: the
+// decision table, a look at the start of a 2xx body, the caller's
+// classifier; then it applies the verdict to the key and its account.
+func (c *call) attempt(l *lease) attempt {
+	a := attempt{lease: l}
+	resp, sentTo, err := c.t.send(c, l)
+	a.sentTo = sentTo
+	if a.callerFault = c.faultOf(l, err); a.callerFault != nil {
+		return a
+	}
+	if resp != nil && resp.StatusCode >= 400 {
+		a.peek = peekBody(resp, errorPeekBytes)
+	}
+	a.outcome = classify(resp, err, decodedErrorBody(resp, a.peek), c.t.retryOnReset, c.t.pool.clock)
+	if resp != nil && resp.StatusCode < 300 && a.outcome.Retry == RetryNo {
+		if bad := c.t.inspect(resp, l); bad != nil {
+			if a.callerFault = c.faultOf(l, bad); a.callerFault != nil {
+				discard(resp.Body)
+				return a
+			}
+			a.outcome, err = rejectAnswer(bad, c.t.retryOnReset), bad
+			discard(resp.Body)
+			resp = nil // not an answer to hand back
+		}
+	}
+	if c.t.classifier != nil {
+		a.outcome = c.t.judge(resp, err, a.outcome, l)
+	}
+	a.resp, a.err = resp, err
+	if resp != nil {
+		resyncFromHeaders(resp, l.key, c.t.pool.clock.Now())
+	}
+	c.t.pool.report(l, a.outcome, a.status())
+	return a
+}
+
+func (a *attempt) status() int {
+	if a.resp == nil {
+		return 0
+	}
+	return a.resp.StatusCode
+}
+
+// faultOf tells whether err, an attempt's error, is the caller's doing:
+// its context ended, or its body could not be read or replayed.
+func (c *call) faultOf(l *lease, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctxErr := c.ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if errors.Is(err, ErrRequestBody) {
+		return err
+	}
+	return l.sent.fault(c.req.ContentLength)
+}
+
+// judge lets the caller's classifier have the last word. It sees the
+// whole body, bytes read ahead included; what it reads, up to
+// errorPeekBytes, is put back for the caller.
+func (t *Transport) judge(resp *http.Response, err error, o Outcome, l *lease) Outcome {
+	if resp == nil || resp.Body == nil || resp.Body == http.NoBody {
+		return t.classifier(resp, err, o)
+	}
+	rec := &recordingBody{rc: l.takeAhead(resp.Body), limit: errorPeekBytes}
+	resp.Body = rec
+	o = t.classifier(resp, err, o)
+	resp.Body = rec.rewound()
+	return o
+}
+
+// send makes one attempt on a shallow copy of the caller's request with
+// l's key, or with no key at all when l is nil. It returns where the
+// attempt went.
+func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
+	req := c.req
+	rc, err := c.body.next()
+	if err != nil {
+		return nil, req.URL, err
+	}
+	out := new(http.Request)
+	*out = *req // keeps the context; every field changed below is replaced, not modified
+	out.Body = rc
+	out.GetBody = c.body.getBody
+	if l == nil {
+		out.Header = stripCredentials(req.Header, 0)
+		resp, err := t.base.RoundTrip(out)
+		return resp, out.URL, err
+	}
+	if rc != nil {
+		l.sent.rc = rc
+		out.Body = &l.sent
+	}
+	k := l.key
+	out.Header = t.headerFor(req.Header, k)
+	if k.target != nil && !c.redirect {
+		out.URL = rebase(req.URL, k.target)
+		out.Host = ""
+	}
+	k.requests.Add(1)
+	resp, err := t.base.RoundTrip(out)
+	return resp, out.URL, err
+}
+
+// credentialHeaders are removed from every request before the key's own
+// header is set, so that a client's placeholder key never goes upstream.
+var credentialHeaders = [...]string{"Authorization", "Api-Key", "X-Api-Key"}
+
+func stripCredentials(h http.Header, extra int) http.Header {
+	out := make(http.Header, len(h)+extra)
+	for name, v := range h {
+		if name != credentialHeaders[0] && name != credentialHeaders[1] && name != credentialHeaders[2] {
+			out[name] = v // shared, never modified: only the map is ours
+		}
+	}
+	return out
+}
+
+func (t *Transport) headerFor(h http.Header, k *keyState) http.Header {
+	out := stripCredentials(h, 1)
+	switch t.auth {
+	case AuthAPIKey:
+		out["Api-Key"] = k.secretHeader
+	case AuthXAPIKey:
+		out["X-Api-Key"] = k.secretHeader
+	default:
+		out["Authorization"] = k.bearerHeader
+	}
+	return out
+}
+
+// sentBody is the request body of one attempt as the base transport
+// reads it. It notes how the caller's body behaved, so that a failure
+// caused by the caller's body is not blamed on a key. The base transport
+// may read it from another goroutine.
+type sentBody struct {
+	rc  io.ReadCloser
+	mu  sync.Mutex
+	n   int64 // bytes read
+	eof bool
+	err error // the first read error other than io.EOF
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.mu.Lock()
+	b.n += int64(n)
+	switch {
+	case err == io.EOF:
+		b.eof = true
+	case err != nil && b.err == nil:
+		b.err = err
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *sentBody) Close() error { return b.rc.Close() }
+
+// fault returns why the caller's body failed the attempt, or nil: a
+// read error, or a length that is not the declared contentLength.
+func (b *sentBody) fault(contentLength int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.rc == nil:
+		return nil
+	case b.err != nil:
+		return fmt.Errorf("%w: reading it failed: %w", ErrRequestBody, b.err)
+	case contentLength > 0 && (b.n > contentLength || b.eof && b.n != contentLength):
+		return fmt.Errorf("%w: it holds %d bytes but ContentLength is %d", ErrRequestBody, b.n, contentLength)
+	}
+	return nil
+}

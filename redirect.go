@@ -1,0 +1,40 @@
+package keypool
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// originURL is the URL of the first request of a redirect chain.
+func originURL(req *http.Request) *url.URL {
+	for req.Response != nil && req.Response.Request != nil && req.Response.Request != req {
+		req = req.Response.Request
+	}
+	return req.URL
+}
+
+// mayFollow reports whether a secret whose home is home may go to dest:
+// the same host, and the same scheme or an upgrade from http to https.
+// A secret meant for https never goes over plain http.
+func mayFollow(home, dest *url.URL) bool {
+	if !strings.EqualFold(home.Host, dest.Host) {
+		return false
+	}
+	return home.Scheme == dest.Scheme || (home.Scheme == "http" && dest.Scheme == "https")
+}
+
+// rebase sends u to base: base's scheme and host, base's path before
+// u's. Both paths keep their escaping ("team%2Fa" stays one segment).
+func rebase(u, base *url.URL) *url.URL {
+	out := *u
+	out.Scheme, out.Host, out.User = base.Scheme, base.Host, nil
+	if prefix := strings.TrimSuffix(base.Path, "/"); prefix != "" {
+		out.Path = prefix + u.Path
+		out.RawPath = ""
+		if base.RawPath != "" || u.RawPath != "" {
+			out.RawPath = strings.TrimSuffix(base.EscapedPath(), "/") + u.EscapedPath()
+		}
+	}
+	return &out
+}
