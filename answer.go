@@ -31,9 +31,24 @@ func (c *call) handOver(a *attempt) *http.Response {
 		return resp
 	}
 	l.attach(resp)
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// An upgraded connection: net/http promises a body the client
+		// can write to. It keeps its slot until closed, like a stream.
+		resp.Body = &upgradedBody{lease: l, rw: rw}
+		return resp
+	}
 	resp.Body = l
 	return resp
 }
+
+// upgradedBody is the body of a 101 Switching Protocols answer: the
+// connection itself, read and written by the client, holding its lease.
+type upgradedBody struct {
+	*lease
+	rw io.ReadWriteCloser
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.rw.Write(p) }
 
 // resolveLocation makes a relative Location absolute against the URL
 // that was requested, which is not the caller's when a key's BaseURL

@@ -36,7 +36,7 @@ func (c *call) attempt(l *lease) attempt {
 		a.peek = peekBody(resp, errorPeekBytes)
 	}
 	a.outcome = classify(resp, err, decodedErrorBody(resp, a.peek), c.t.retryOnReset, c.t.pool.clock)
-	if resp != nil && resp.StatusCode < 300 && a.outcome.Retry == RetryNo {
+	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 && a.outcome.Retry == RetryNo {
 		if bad := c.t.inspect(resp, l); bad != nil {
 			if a.callerFault = c.faultOf(l, bad); a.callerFault != nil {
 				discard(resp.Body)

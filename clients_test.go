@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/keypool/keypool/internal/fakeupstream"
-	oai "github.com/openai/openai-go"
-	oaiopt "github.com/openai/openai-go/option"
+	oai "github.com/openai/openai-go/v3"
+	oaiopt "github.com/openai/openai-go/v3/option"
 	goopenai "github.com/sashabaranov/go-openai"
 )
 

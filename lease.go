@@ -48,7 +48,7 @@ func (l *lease) attach(resp *http.Response) {
 	// An encoded body cannot be scanned for usage without decoding it:
 	// the scanner stands aside.
 	ce := resp.Header.Get("Content-Encoding")
-	l.scan = ce == "" || ce == "identity"
+	l.scan = (ce == "" || ce == "identity") && resp.StatusCode != http.StatusSwitchingProtocols
 }
 
 // takeAhead returns rc with the bytes read ahead of it in front, and
@@ -67,7 +67,7 @@ func (l *lease) release() {
 		return
 	}
 	l.mu.Lock()
-	found, used := l.usage.found, l.usage.total
+	found, used := l.usage.found, l.usage.tokens()
 	l.usage.done()
 	l.mu.Unlock()
 	if found {

@@ -228,8 +228,13 @@ func (c *call) pauseEnded(a *attempt) error {
 // giveUp ends a request that gets no further attempt, for reason: it
 // hands over a's answer if it has one, else the last answer kept, and
 // else returns an *AttemptsError.
+//
+// An answer handed back this way carries "X-Should-Retry: false":
+// keypool has spent its own attempts, and a client that retries on its
+// own (openai-go, anthropic-sdk-go) would multiply them.
 func (c *call) giveUp(a *attempt, reason error) (*http.Response, error) {
 	if a != nil && a.resp != nil {
+		a.resp.Header.Set("X-Should-Retry", "false")
 		return c.handOver(a), nil
 	}
 	if a != nil {
@@ -238,6 +243,7 @@ func (c *call) giveUp(a *attempt, reason error) (*http.Response, error) {
 	}
 	c.body.close()
 	if c.last != nil && c.ctx.Err() == nil {
+		c.last.Header.Set("X-Should-Retry", "false")
 		return c.last, nil
 	}
 	if err := c.ctx.Err(); err != nil {

@@ -5,10 +5,16 @@ import (
 	"sync"
 )
 
-// usageScanner finds the last "usage" object of a response body as the
-// caller reads it, a JSON answer's or a stream's final chunk's, without
-// holding on to the body: it matches `"usage"` byte by byte and keeps
-// only the object that follows, up to a bound.
+// usageScanner finds the "usage" objects of a response body as the
+// caller reads it, a JSON answer's or a stream's chunks', without holding
+// on to the body: it matches `"usage"` byte by byte and keeps only the
+// object that follows, up to a bound.
+//
+// A stream may spread its usage over several events: Anthropic sends the
+// input tokens in message_start and the output tokens, counted so far,
+// in each message_delta. So each count keeps the last value given for
+// it, and the total is their sum: the input tokens of one event and the
+// output tokens of a later one both count.
 type usageScanner struct {
 	state   int8
 	match   int // bytes of usageKey matched
@@ -18,8 +24,17 @@ type usageScanner struct {
 	n       int
 	buf     *[usageMax]byte // borrowed from capturePool while capturing
 
-	found bool
-	total int
+	found         bool
+	input, output int // the last prompt/input and completion/output counts
+	total         int // the last total_tokens given
+}
+
+// tokens returns the tokens the usage found so far says were used.
+func (s *usageScanner) tokens() int {
+	if sum := s.input + s.output; sum > 0 {
+		return max(sum, s.total)
+	}
+	return s.total
 }
 
 // usageMax bounds a usage object; OpenAI's, with its details, is about
@@ -121,11 +136,13 @@ func (s *usageScanner) parse(obj []byte) {
 	if json.Unmarshal(obj, &u) != nil {
 		return
 	}
-	total := u.TotalTokens
-	if total == 0 {
-		total = u.PromptTokens + u.CompletionTokens + u.InputTokens + u.OutputTokens
+	if in := u.PromptTokens + u.InputTokens; in > 0 {
+		s.input, s.found = in, true
 	}
-	if total > 0 {
-		s.found, s.total = true, total
+	if out := u.CompletionTokens + u.OutputTokens; out > 0 {
+		s.output, s.found = out, true
+	}
+	if u.TotalTokens > 0 {
+		s.total, s.found = u.TotalTokens, true
 	}
 }

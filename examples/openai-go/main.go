@@ -15,8 +15,8 @@ import (
 
 	"github.com/keypool/keypool"
 	"github.com/keypool/keypool/internal/fakeupstream"
-	"github.com/openai/openai-go"
-	"github.com/openai/openai-go/option"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 )
 
 func main() {
