@@ -36,7 +36,7 @@ type accountState interface {
 	// hasRates reports whether the account has RPM or TPM limits.
 	hasRates() bool
 	// setLimits changes the account's limits on a live pool.
-	setLimits(now time.Time, lim accountLimits)
+	setLimits(now time.Time, lim Limits)
 	disable(until int64)
 	enable()
 	inFlight() int64
@@ -58,7 +58,7 @@ type localAccount struct {
 	limitedInRow atomic.Int32
 }
 
-func newLocalAccount(lim accountLimits, adaptive bool, now time.Time) *localAccount {
+func newLocalAccount(lim Limits, adaptive bool, now time.Time) *localAccount {
 	a := &localAccount{}
 	a.fixed.Store(int64(lim.MaxConcurrent))
 	if adaptive {
@@ -71,7 +71,7 @@ func newLocalAccount(lim accountLimits, adaptive bool, now time.Time) *localAcco
 // setRates sizes the buckets. Providers refill their request and token
 // buckets continuously up to the per-minute figure, so a bucket holds a
 // minute's worth.
-func (a *localAccount) setRates(now time.Time, lim accountLimits) {
+func (a *localAccount) setRates(now time.Time, lim Limits) {
 	switch rpm := a.rpm.Load(); {
 	case lim.RPM == 0:
 		a.rpm.Store(nil)
@@ -93,7 +93,7 @@ func (a *localAccount) setRates(now time.Time, lim accountLimits) {
 
 func (a *localAccount) hasRates() bool { return a.rpm.Load() != nil || a.tpm.Load() != nil }
 
-func (a *localAccount) setLimits(now time.Time, lim accountLimits) {
+func (a *localAccount) setLimits(now time.Time, lim Limits) {
 	a.fixed.Store(int64(lim.MaxConcurrent))
 	if a.adaptive != nil {
 		a.adaptive.setCeiling(lim.MaxConcurrent)

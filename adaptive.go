@@ -39,6 +39,9 @@ type adaptiveLimit struct {
 	current atomic.Int64 // floor(limit), read without the lock by take
 }
 
+// maxLearnedLimit bounds the limit, so that it always fits an int64.
+const maxLearnedLimit = 1e6
+
 // probeSlowdown is how much slower the limit grows near the level that
 // last overloaded.
 const probeSlowdown = 8
@@ -48,7 +51,7 @@ func newAdaptiveLimit(ceiling int) *adaptiveLimit {
 	if ceiling > 0 {
 		// A known cap is where to start; the limit only learns when the
 		// provider's real cap is lower (a draining balance).
-		l.limit, l.inSlowStart = float64(ceiling), false
+		l.limit, l.inSlowStart = min(float64(ceiling), maxLearnedLimit), false
 	}
 	l.ceiling.Store(int64(ceiling))
 	l.current.Store(int64(l.limit))
@@ -62,7 +65,7 @@ func (l *adaptiveLimit) setCeiling(ceiling int) {
 	defer l.mu.Unlock()
 	l.ceiling.Store(int64(ceiling))
 	if ceiling > 0 {
-		l.limit, l.inSlowStart = float64(ceiling), false
+		l.limit, l.inSlowStart = min(float64(ceiling), maxLearnedLimit), false
 	}
 	l.current.Store(int64(l.limit))
 }
@@ -98,7 +101,7 @@ func (l *adaptiveLimit) succeeded(inFlight int64) {
 			l.dropLevel = math.Inf(1) // the cap went up: back to normal growth
 		}
 	}
-	l.limit = min(l.limit, l.ceilingNow(), 1e6)
+	l.limit = min(l.limit, l.ceilingNow(), maxLearnedLimit)
 	l.current.Store(int64(l.limit))
 }
 

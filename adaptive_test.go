@@ -3,11 +3,8 @@ package keypool
 import (
 	"context"
 	"fmt"
-	"io"
+	"math"
 	"net/http"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,7 +60,7 @@ func unknownCaps(t *testing.T, cap int) (*fakeupstream.Server, []string, *Pool, 
 		secrets = append(secrets, s)
 		accounts[s] = fakeupstream.Account{MaxInFlight: cap}
 	}
-	sim := startUpstream(t, fakeupstream.Config{
+	sim := startInMemorySim(t, fakeupstream.Config{
 		Mode: fakeupstream.DeepSeek, Accounts: accounts, Keys: simKeys(nil, secrets...),
 		Latency: 5 * time.Millisecond, Jitter: 5 * time.Millisecond, Seed: 7,
 	})
@@ -74,42 +71,12 @@ func unknownCaps(t *testing.T, cap int) (*fakeupstream.Server, []string, *Pool, 
 	return sim, secrets, p, &http.Client{Transport: NewTransport(p, WithBase(sim.Client().Transport))}
 }
 
-// hammer sends n requests from callers goroutines and returns how many
-// the callers saw fail.
-func hammer(t *testing.T, client *http.Client, url string, callers, n int, between func(done int64)) int64 {
-	t.Helper()
-	var issued, done, failed atomic.Int64
-	var wg sync.WaitGroup
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for issued.Add(1) <= int64(n) {
-				resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(chatBody))
-				if err != nil {
-					t.Log(err)
-					failed.Add(1)
-				} else {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						failed.Add(1)
-					}
-				}
-				if d := done.Add(1); between != nil {
-					between(d)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return failed.Load()
-}
+func TestUnknownCapsAreLearned(t *testing.T) { inVirtualTime(t, testUnknownCapsAreLearned) }
 
-func TestUnknownCapsAreLearned(t *testing.T) {
+func testUnknownCapsAreLearned(t *testing.T) {
 	sim, secrets, p, client := unknownCaps(t, 4)
 	const requests = 600
-	if failed := hammer(t, client, sim.URL, 30, requests, nil); failed != 0 {
+	if failed := hammer(t, client, sim.URL, 30, requests); failed != 0 {
 		t.Errorf("%d of %d requests failed", failed, requests)
 	}
 	total := sim.Total()
@@ -134,6 +101,10 @@ func TestUnknownCapsAreLearned(t *testing.T) {
 }
 
 func TestLearnedLimitFollowsADrainingBalance(t *testing.T) {
+	inVirtualTime(t, testLearnedLimitFollowsADrainingBalance)
+}
+
+func testLearnedLimitFollowsADrainingBalance(t *testing.T) {
 	sim, secrets, p, client := unknownCaps(t, 8)
 	setCap := func(cap int) {
 		for _, s := range secrets {
@@ -149,7 +120,7 @@ func TestLearnedLimitFollowsADrainingBalance(t *testing.T) {
 	}
 	// Phase 1: cap 8. Phase 2: the balance drains, cap 2. Phase 3: topped
 	// up, cap 8 again.
-	if failed := hammer(t, client, sim.URL, 60, 1500, nil); failed != 0 {
+	if failed := hammer(t, client, sim.URL, 60, 1500); failed != 0 {
 		t.Fatalf("phase 1: %d failures", failed)
 	}
 	lo, hi := limits()
@@ -158,7 +129,7 @@ func TestLearnedLimitFollowsADrainingBalance(t *testing.T) {
 		t.Errorf("cap 8: learned limits %d..%d", lo, hi)
 	}
 	setCap(2)
-	if failed := hammer(t, client, sim.URL, 60, 600, nil); failed != 0 {
+	if failed := hammer(t, client, sim.URL, 60, 600); failed != 0 {
 		t.Fatalf("phase 2: %d failures", failed)
 	}
 	lo, hi = limits()
@@ -167,7 +138,7 @@ func TestLearnedLimitFollowsADrainingBalance(t *testing.T) {
 		t.Errorf("cap 2: learned limits %d..%d, want at most 3", lo, hi)
 	}
 	setCap(8)
-	if failed := hammer(t, client, sim.URL, 60, 3000, nil); failed != 0 {
+	if failed := hammer(t, client, sim.URL, 60, 3000); failed != 0 {
 		t.Fatalf("phase 3: %d failures", failed)
 	}
 	lo, hi = limits()
@@ -177,7 +148,9 @@ func TestLearnedLimitFollowsADrainingBalance(t *testing.T) {
 	}
 }
 
-func TestOpenAILimitsKeptBeforeA429(t *testing.T) {
+func TestOpenAILimitsKeptBeforeA429(t *testing.T) { inVirtualTime(t, testOpenAILimitsKeptBeforeA429) }
+
+func testOpenAILimitsKeptBeforeA429(t *testing.T) {
 	const rpm, tpm = 200, 8000
 	accounts := map[string]fakeupstream.Account{}
 	var secrets []string
@@ -188,9 +161,10 @@ func TestOpenAILimitsKeptBeforeA429(t *testing.T) {
 		accounts[s] = fakeupstream.Account{RPM: rpm, TPM: tpm}
 		keys = append(keys, Key{Secret: s, RPM: rpm, TPM: tpm})
 	}
-	sim := startUpstream(t, fakeupstream.Config{
+	sim := fakeupstream.NewInMemory(fakeupstream.Config{
 		Mode: fakeupstream.OpenAI, Accounts: accounts, Keys: simKeys(nil, secrets...), Latency: 2 * time.Millisecond,
 	})
+	t.Cleanup(sim.Close)
 	p, err := New(keys)
 	if err != nil {
 		t.Fatal(err)
@@ -201,35 +175,12 @@ func TestOpenAILimitsKeptBeforeA429(t *testing.T) {
 	// would run dry long before RPM does; with it, both bind.
 	body := `{"model":"gpt-4o-mini","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}`
 	const requests = 650 // more than the buckets hold (600 requests, 24,000 tokens): the run waits for refills
-	var issued, failed atomic.Int64
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for issued.Add(1) <= requests {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, sim.URL+"/v1/chat/completions", strings.NewReader(body))
-				resp, err := client.Do(req)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	failed := runLoad(20, requests, func(int) error { return postChat(context.Background(), client, sim.URL, body) })
 	total := sim.Total()
 	t.Logf("OpenAI mode, 3 keys x %d RPM / %d TPM, %d requests: %d upstream 429s (%.2f%%), %d caller failures",
-		rpm, tpm, requests, total.RateLimited, 100*float64(total.RateLimited)/requests, failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d caller failures", failed.Load())
+		rpm, tpm, requests, total.RateLimited, 100*float64(total.RateLimited)/requests, failed)
+	if failed != 0 {
+		t.Errorf("%d caller failures", failed)
 	}
 	if float64(total.RateLimited) > 0.01*requests {
 		t.Errorf("%d upstream 429s, want at most 1%% of %d", total.RateLimited, requests)
@@ -240,5 +191,14 @@ func TestOpenAILimitsKeptBeforeA429(t *testing.T) {
 		if diff := st.Tokens - billed; diff < -billed/20 || diff > billed/20 {
 			t.Errorf("%s: Stats says %d tokens, the upstream billed %d", st.Name, st.Tokens, billed)
 		}
+	}
+}
+
+// MaxConcurrent: math.MaxInt with adaptive limits on reports a positive
+// limit.
+func TestHugeMaxConcurrent(t *testing.T) {
+	p, _ := newFakeClockPool(t, []Key{{Secret: "sk-a", MaxConcurrent: math.MaxInt}})
+	if got := p.Stats()[0].Limit; got <= 0 {
+		t.Errorf("Stats().Limit = %d for MaxConcurrent %d", got, math.MaxInt)
 	}
 }

@@ -2,10 +2,12 @@ package keypool
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 )
 
 // errorPeekBytes is how much of an error body is read to classify it,
@@ -95,7 +97,7 @@ func keepForLater(resp *http.Response, l *lease, req *http.Request) *http.Respon
 	discard(body)
 	out := new(http.Response)
 	*out = *resp
-	out.Body = io.NopCloser(bytes.NewReader(kept))
+	out.Body = &keptBody{r: bytes.NewReader(kept)}
 	out.ContentLength = int64(len(kept))
 	out.TransferEncoding = nil
 	out.Header = resp.Header.Clone()
@@ -149,6 +151,11 @@ type recordingBody struct {
 	over  bool // more than limit was read: it cannot be put back
 }
 
+// errClassifierReadTooMuch is what the caller reads of a body the
+// classifier read too much of to put back: an error, never a silently
+// shortened body.
+var errClassifierReadTooMuch = errors.New("keypool: the classifier read more of this body than can be kept for the caller")
+
 func (r *recordingBody) Read(p []byte) (int, error) {
 	n, err := r.rc.Read(p)
 	if !r.over {
@@ -167,8 +174,30 @@ func (r *recordingBody) Close() error { return nil }
 // rewound returns the body as it was before the classifier read it, if
 // it read no more than the limit.
 func (r *recordingBody) rewound() io.ReadCloser {
-	if r.over || len(r.read) == 0 {
+	switch {
+	case r.over:
+		return &failedBody{err: errClassifierReadTooMuch, rc: r.rc}
+	case len(r.read) == 0:
 		return r.rc
 	}
 	return &prefixedBody{prefix: r.read, rc: r.rc}
+}
+
+// keptBody is the body of an answer kept for later: bytes in memory that,
+// like any response body, cannot be read once closed.
+type keptBody struct {
+	r      *bytes.Reader
+	closed atomic.Bool
+}
+
+func (b *keptBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errBodyClosed
+	}
+	return b.r.Read(p)
+}
+
+func (b *keptBody) Close() error {
+	b.closed.Store(true)
+	return nil
 }

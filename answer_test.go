@@ -1,173 +1,156 @@
 package keypool
 
 import (
-	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
-// fixedAnswer serves the same status, content type and body to every
-// request, and counts them.
-func fixedAnswer(t *testing.T, code int, contentType, body string) (*httptest.Server, *int) {
-	t.Helper()
-	var mu sync.Mutex
-	n := 0
+func TestLastUpstreamResponseIsReturnedWhole(t *testing.T) {
+	sim := startLoopbackSim(t, fakeupstream.Config{Keys: simKeys(map[string]fakeupstream.Fault{
+		"sk-a": fakeupstream.FaultRevoked, "sk-b": fakeupstream.FaultRevoked,
+	}, "sk-a", "sk-b")})
+	tr, _, _ := newFakeClockTransport(t, keysOf("sk-a", "sk-b"), sim.Client().Transport, []Option{WithMaxWait(10 * time.Millisecond)})
+	resp, err := post(t, tr, sim.URL, chatBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp)
+	if resp.StatusCode != 401 || !strings.Contains(body, "invalid_api_key") {
+		t.Errorf("got %d %q, want the upstream's 401", resp.StatusCode, body)
+	}
+}
+
+func TestLargeErrorBodyIsReturnedWhole(t *testing.T) {
+	big := `{"error":{"message":"` + strings.Repeat("x", 100_000) + `"}}`
+	s := &scripted{script: map[string][]func(http.ResponseWriter){"sk-a": {status(400, big)}}}
+	upstream := httptest.NewServer(s)
+	defer upstream.Close()
+	tr, _, _ := newFakeClockTransport(t, keysOf("sk-a"), upstream.Client().Transport, nil)
+	resp, err := post(t, tr, upstream.URL, chatBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != big {
+		t.Errorf("a 400 with a %d-byte body reached the caller as %d bytes", len(big), len(body))
+	}
+}
+
+// A protocol upgrade is handed over at once with a body the client can
+// write to, and holds its key's slot until it is closed.
+func TestWebSocketUpgradePassesThrough(t *testing.T) {
+	var gotAuth atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		n++
-		mu.Unlock()
-		if contentType != "" {
-			w.Header().Set("Content-Type", contentType)
+		gotAuth.Store(r.Header.Get("Authorization"))
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
 		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(code)
-		io.WriteString(w, body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &n
-}
-
-// The caller reads exactly the bytes the upstream sent, whatever they
-// start with.
-func TestAnswerBytesReachTheCallerUnchanged(t *testing.T) {
-	for _, tc := range []struct{ name, contentType, body string }{
-		{"json with leading new line", "application/json", "\n{\"a\":1}\n"},
-		{"json with long leading white space", "application/json; charset=utf-8", strings.Repeat(" \r\n\t", 100) + `{"a":1}`},
-		{"binary starting with white space bytes", "audio/mpeg", " \t\n\r\x00ID3\xff\xfb"},
-		{"binary made only of white space bytes", "application/octet-stream", "\n\n \t\r"},
-		{"no content type", "", "\n\nhello"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv, hits := fixedAnswer(t, 200, tc.contentType, tc.body)
-			tr, p, _ := newTestTransport(t, keysOf("sk-a", "sk-b"), srv.Client().Transport, nil)
-			resp, err := post(t, tr, srv.URL, chatBody)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := readAll(t, resp); got != tc.body {
-				t.Errorf("caller read %q, upstream sent %q", got, tc.body)
-			}
-			if resp.ContentLength != int64(len(tc.body)) {
-				t.Errorf("ContentLength %d for a %d-byte body", resp.ContentLength, len(tc.body))
-			}
-			if *hits != 1 {
-				t.Errorf("%d upstream requests, want 1", *hits)
-			}
-			for _, st := range p.Stats() {
-				if st.Failures != 0 {
-					t.Errorf("%s blamed: %d failures", st.Name, st.Failures)
-				}
-			}
-		})
-	}
-}
-
-// A classifier sees the whole 2xx body, and a 2xx answer it retried
-// reaches the caller whole when no other attempt can be made.
-func TestClassifierSeesTheWholeBody(t *testing.T) {
-	const body = "\n{\"id\":\"x\",\"answer\":42}"
-	srv, _ := fixedAnswer(t, 200, "application/json", body)
-	var seen []string
-	var mu sync.Mutex
-	tr, _, _ := newTestTransport(t, keysOf("sk-a"), srv.Client().Transport, nil,
-		WithClassifier(func(resp *http.Response, err error, def Outcome) Outcome {
-			b, _ := io.ReadAll(resp.Body)
-			mu.Lock()
-			seen = append(seen, string(b))
-			mu.Unlock()
-			return def
-		}))
-	resp, err := post(t, tr, srv.URL, chatBody)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := readAll(t, resp)
-	if len(seen) != 1 || seen[0] != body {
-		t.Errorf("classifier saw %q, want %q", seen, body)
-	}
-	if got != body {
-		t.Errorf("caller read %q after the classifier, want %q", got, body)
-	}
-
-	// The classifier rejects the 200 with a long cooldown; with one key
-	// the wait bound ends the request, and the caller gets that 200 whole.
-	tr2, _, _ := newTestTransport(t, keysOf("sk-a"), srv.Client().Transport, []Option{WithMaxWait(time.Second)},
-		WithClassifier(func(resp *http.Response, err error, def Outcome) Outcome {
-			if resp != nil && resp.StatusCode == 200 {
-				return Outcome{Effect: EffectRateLimited, Retry: RetryNow, Wait: time.Hour}
-			}
-			return def
-		}))
-	resp, err = post(t, tr2, srv.URL, chatBody)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, resp); resp.StatusCode != 200 || got != body {
-		t.Errorf("kept answer: %d %q, want 200 %q", resp.StatusCode, got, body)
-	}
-}
-
-// Read after Close is an error, and Close may race with Read.
-func TestBodyReadAfterAndDuringClose(t *testing.T) {
-	stop := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := 0; ; i++ {
-			_, err := io.WriteString(w, "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n")
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
 			if err != nil {
 				return
 			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-stop:
+			if err := c.Write(r.Context(), typ, append([]byte("echo: "), msg...)); err != nil {
 				return
-			case <-r.Context().Done():
-				return
-			case <-time.After(time.Millisecond):
 			}
 		}
 	}))
 	defer srv.Close()
-	defer close(stop)
-	tr, p, _ := newTestTransport(t, []Key{{Secret: "sk-a", TPM: 100000}}, srv.Client().Transport, nil)
+	tr, p, _ := newFakeClockTransport(t, keysOf("sk-ws"), &http.Transport{}, nil, WithFirstTokenTimeout(time.Hour))
+	defer tr.CloseIdleConnections()
 
-	resp, err := post(t, tr, srv.URL, `{"model":"m","stream":true}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/realtime", &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: tr},
+		HTTPHeader: http.Header{"Authorization": {"Bearer placeholder"}},
+	})
+	if err != nil {
+		t.Fatalf("dial through keypool: %v", err)
+	}
+	if got := gotAuth.Load(); got != "Bearer sk-ws" {
+		t.Errorf("upstream saw Authorization %q", got)
+	}
+	if st := p.Stats()[0]; st.InFlight != 1 {
+		t.Errorf("an open WebSocket holds %d slots, want 1", st.InFlight)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil || string(msg) != "echo: hello" {
+		t.Fatalf("read %q, %v", msg, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, func() bool { return p.Stats()[0].InFlight == 0 })
+}
+
+// A kept error answer keeps its encoding with its body, and a compressed
+// error body is still understood.
+func TestGzippedErrorsAreKeptAndUnderstood(t *testing.T) {
+	rateLimited := `{"error":{"message":"slow down","code":"rate_limit_exceeded"}}`
+	quota := `{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := rateLimited
+		if r.Header.Get("Authorization") == "Bearer sk-broke" {
+			body = quota
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(429)
+		w.Write(gzipped(t, body))
+	}))
+	defer srv.Close()
+
+	tr, _, _ := newFakeClockTransport(t, keysOf("sk-a"), srv.Client().Transport, []Option{WithMaxWait(time.Second)})
+	resp, err := postGzip(t, tr, srv.URL, chatBody)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bufio.NewReader(resp.Body).ReadString('\n')
+	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if n, err := resp.Body.Read(make([]byte, 10)); err == nil || n != 0 {
-		t.Errorf("Read after Close = %d, %v; want 0 and an error", n, err)
+	if resp.StatusCode != 429 || resp.Header.Get("Content-Encoding") != "gzip" || gunzip(t, raw) != rateLimited {
+		t.Errorf("kept answer: %d, Content-Encoding %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Encoding"), len(raw))
 	}
 
-	for range 20 {
-		resp, err := post(t, tr, srv.URL, `{"model":"m","stream":true}`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 7)
-			for {
-				if _, err := resp.Body.Read(buf); err != nil {
-					return
-				}
-			}
-		}()
-		time.Sleep(time.Millisecond)
+	tr2, p2, _ := newFakeClockTransport(t, []Key{{Secret: "sk-broke", Account: "acct"}}, srv.Client().Transport, []Option{WithMaxWait(time.Second)})
+	resp, err = postGzip(t, tr2, srv.URL, chatBody)
+	if err == nil {
 		resp.Body.Close()
-		wg.Wait()
 	}
-	if st := p.Stats()[0]; st.InFlight != 0 {
-		t.Errorf("%d in flight after every body was closed", st.InFlight)
+	if st := p2.Stats()[0]; st.State != StateDisabled {
+		t.Errorf("a gzipped insufficient_quota left the account %v, want disabled", st.State)
+	}
+}
+
+// An answer kept from an earlier attempt cannot be read after Close,
+// like any other body.
+func TestKeptAnswerCannotBeReadAfterClose(t *testing.T) {
+	s := &scripted{script: map[string][]func(http.ResponseWriter){"sk-a": {status(401, `{"error":{"message":"bad key"}}`)}}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	tr, p, _ := newFakeClockTransport(t, keysOf("sk-a"), srv.Client().Transport, nil)
+	proveAll(p)
+	resp, err := post(t, tr, srv.URL, chatBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	resp.Body.Close()
+	if n, err := resp.Body.Read(make([]byte, 64)); err == nil || n != 0 {
+		t.Errorf("Read after Close = %d, %v; want 0 and an error", n, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 )
 
@@ -25,9 +26,24 @@ type attempt struct {
 // attempt sends the request with l's key and judges the answer: the
 // decision table, a look at the start of a 2xx body, the caller's
 // classifier; then it applies the verdict to the key and its account.
-func (c *call) attempt(l *lease) attempt {
-	a := attempt{lease: l}
+func (c *call) attempt(l *lease) (a attempt) {
+	a.lease = l
+	// The caller's code runs here (GetBody, the classifier): if it
+	// panics, the key's slot and the answer's connection are let go of
+	// before the panic goes on.
+	defer func() {
+		if p := recover(); p != nil {
+			if a.resp != nil {
+				discard(a.resp.Body)
+			}
+			l.release()
+			panic(p)
+		}
+	}()
 	resp, sentTo, err := c.t.send(c, l)
+	if resp == nil && err == nil {
+		err = fmt.Errorf("keypool: the base RoundTripper (%T) returned neither a response nor an error", c.t.base)
+	}
 	a.sentTo = sentTo
 	if a.callerFault = c.faultOf(l, err); a.callerFault != nil {
 		return a
@@ -47,10 +63,10 @@ func (c *call) attempt(l *lease) attempt {
 			resp = nil // not an answer to hand back
 		}
 	}
+	a.resp, a.err = resp, err
 	if c.t.classifier != nil {
 		a.outcome = c.t.judge(resp, err, a.outcome, l)
 	}
-	a.resp, a.err = resp, err
 	if resp != nil {
 		resyncFromHeaders(resp, l.key, c.t.pool.clock.Now())
 	}
@@ -80,14 +96,18 @@ func (c *call) faultOf(l *lease, err error) error {
 	return l.sent.fault(c.req.ContentLength)
 }
 
+// classifierReadMax bounds what a classifier may read of a body and still
+// leave it whole for the caller.
+const classifierReadMax = 1 << 20
+
 // judge lets the caller's classifier have the last word. It sees the
 // whole body, bytes read ahead included; what it reads, up to
-// errorPeekBytes, is put back for the caller.
+// classifierReadMax, is put back for the caller.
 func (t *Transport) judge(resp *http.Response, err error, o Outcome, l *lease) Outcome {
 	if resp == nil || resp.Body == nil || resp.Body == http.NoBody {
 		return t.classifier(resp, err, o)
 	}
-	rec := &recordingBody{rc: l.takeAhead(resp.Body), limit: errorPeekBytes}
+	rec := &recordingBody{rc: l.takeAhead(resp.Body), limit: classifierReadMax}
 	resp.Body = rec
 	o = t.classifier(resp, err, o)
 	resp.Body = rec.rewound()
@@ -124,7 +144,22 @@ func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
 	}
 	k.requests.Add(1)
 	resp, err := t.base.RoundTrip(out)
-	return resp, out.URL, err
+	return normalizeResponse(resp), out.URL, err
+}
+
+// normalizeResponse makes a base transport's answer safe to use, as
+// http.Client does: a response with no Header or Body gets empty ones.
+func normalizeResponse(resp *http.Response) *http.Response {
+	if resp == nil {
+		return nil
+	}
+	if resp.Header == nil {
+		resp.Header = http.Header{}
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody
+	}
+	return resp
 }
 
 // credentialHeaders are removed from every request before the key's own
@@ -134,11 +169,22 @@ var credentialHeaders = [...]string{"Authorization", "Api-Key", "X-Api-Key"}
 func stripCredentials(h http.Header, extra int) http.Header {
 	out := make(http.Header, len(h)+extra)
 	for name, v := range h {
-		if name != credentialHeaders[0] && name != credentialHeaders[1] && name != credentialHeaders[2] {
+		if !isCredentialHeader(name) {
 			out[name] = v // shared, never modified: only the map is ours
 		}
 	}
 	return out
+}
+
+// isCredentialHeader reports whether name is one of credentialHeaders,
+// in any case: a client may fill the map without canonical names.
+func isCredentialHeader(name string) bool {
+	for _, c := range credentialHeaders {
+		if len(name) == len(c) && strings.EqualFold(name, c) {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *Transport) headerFor(h http.Header, k *keyState) http.Header {

@@ -2,6 +2,7 @@ package keypool
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,9 @@ type replayBody struct {
 // init prepares b for req's body. On error the caller's body is closed.
 func (b *replayBody) init(req *http.Request, limit int64) error {
 	if req.Body == nil || req.Body == http.NoBody {
+		if req.ContentLength > 0 {
+			return fmt.Errorf("%w: ContentLength is %d but there is no body", ErrRequestBody, req.ContentLength)
+		}
 		return nil
 	}
 	if req.GetBody != nil {
@@ -27,7 +31,14 @@ func (b *replayBody) init(req *http.Request, limit int64) error {
 		return nil
 	}
 	defer req.Body.Close()
+	// Closing the body is the only way to stop a read that waits on the
+	// caller (an upload still arriving) when its context ends.
+	stop := context.AfterFunc(req.Context(), func() { req.Body.Close() })
 	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	stop()
+	if ctxErr := req.Context().Err(); err != nil && ctxErr != nil {
+		return ctxErr
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: reading it failed: %w", ErrRequestBody, err)
@@ -52,8 +63,11 @@ func (b *replayBody) next() (io.ReadCloser, error) {
 		return nil, nil
 	}
 	rc, err := b.getBody()
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("%w: Request.GetBody failed: %w", ErrRequestBody, err)
+	case rc == nil:
+		return nil, fmt.Errorf("%w: Request.GetBody returned no body", ErrRequestBody)
 	}
 	return rc, nil
 }

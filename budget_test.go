@@ -26,8 +26,8 @@ func fullOutage(t *testing.T, opts ...TransportOption) (float64, time.Duration) 
 		secrets = append(secrets, s)
 		outages = append(outages, fakeupstream.Outage{Account: s, End: time.Hour, Status: 503})
 	}
-	sim := startUpstream(t, fakeupstream.Config{Keys: simKeys(nil, secrets...), Outages: outages})
-	p := mustPool(t, keysOf(secrets...), WithEjection(1000, time.Minute)) // no ejection: the budget alone bounds retries
+	sim := startInMemorySim(t, fakeupstream.Config{Keys: simKeys(nil, secrets...), Outages: outages})
+	p := newRealClockPool(t, keysOf(secrets...), WithEjection(1000, time.Minute)) // no ejection: the budget alone bounds retries
 	proveAll(p)
 	opts = append([]TransportOption{WithBase(sim.Client().Transport),
 		WithBackoff(func() backoff.BackOff { return backoff.NewConstantBackOff(time.Millisecond) })}, opts...)
@@ -62,7 +62,9 @@ func fullOutage(t *testing.T, opts ...TransportOption) (float64, time.Duration) 
 	return float64(sim.Total().Requests) / (callers * perCaller), slowest
 }
 
-func TestRetryBudgetBoundsAnOutage(t *testing.T) {
+func TestRetryBudgetBoundsAnOutage(t *testing.T) { inVirtualTime(t, testRetryBudgetBoundsAnOutage) }
+
+func testRetryBudgetBoundsAnOutage(t *testing.T) {
 	amplified, _ := fullOutage(t, WithRetryBudget(math.Inf(1), 0))
 	budgeted, slowest := fullOutage(t)
 	t.Logf("full outage, 200 requests: %.2f upstream requests per request without a budget, %.2f with the default budget; slowest caller %v",

@@ -23,7 +23,9 @@ import (
 // healthy, rate-limited, revoked, failing, garbage-answering, resetting,
 // empty-answering and slow, and while keys are added, removed and
 // re-enabled. It checks the invariants that must hold whatever happens.
-func TestChaos(t *testing.T) {
+func TestChaos(t *testing.T) { inVirtualTime(t, testChaos) }
+
+func testChaos(t *testing.T) {
 	const requests = 2000
 	rng := rand.New(rand.NewPCG(42, 42))
 	secret := func(i int) string { return fmt.Sprintf("sk-chaos-%02d-%016x", i, rng.Uint64()) }
@@ -35,17 +37,17 @@ func TestChaos(t *testing.T) {
 		simKeyMap[secrets[i]] = fakeupstream.Key{}
 		accounts[secrets[i]] = fakeupstream.Account{MaxInFlight: 12}
 	}
-	sim := fakeupstream.New(fakeupstream.Config{
+	sim := fakeupstream.NewInMemory(fakeupstream.Config{
 		Mode: fakeupstream.DeepSeek, Accounts: accounts, Keys: simKeyMap,
 		ErrorRate: 0.02, ResetRate: 0.02, Latency: 2 * time.Millisecond, Jitter: 5 * time.Millisecond,
 		StreamChunks: 3, Seed: 42,
 	})
-	base := &http.Transport{MaxIdleConnsPerHost: 256}
+	base := sim.Client().Transport
 	keys := make([]Key, 8)
 	for i := range keys {
 		keys[i] = Key{Secret: secrets[i], Weight: float64(1 + i%3)}
 	}
-	p := mustPool(t, keys, WithMaxWait(20*time.Second), WithCooldown(10*time.Millisecond),
+	p := newRealClockPool(t, keys, WithMaxWait(20*time.Second), WithCooldown(10*time.Millisecond),
 		WithMaxCooldown(100*time.Millisecond), WithDisableFor(50*time.Millisecond), WithEjection(3, 50*time.Millisecond))
 	tr := NewTransport(p, WithBase(base), WithFirstTokenTimeout(time.Second),
 		WithBackoff(func() backoff.BackOff { return backoff.NewConstantBackOff(time.Millisecond) }))
@@ -166,7 +168,6 @@ func TestChaos(t *testing.T) {
 	background.Wait()
 	remember()
 	sim.Close()
-	base.CloseIdleConnections()
 
 	t.Logf("%d requests: %d responses, %d errors; upstream saw %+v", requests, responses.Load(), errs.Load(), sim.Total())
 	if both.Load() != 0 || responses.Load()+errs.Load() != requests {

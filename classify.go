@@ -28,12 +28,12 @@ const (
 	EffectFailure
 )
 
-// Retry is whether and how an attempt is retried.
-type Retry int
+// RetryMode is whether and how an attempt is retried.
+type RetryMode int
 
 const (
 	// RetryNo hands the response or error to the caller.
-	RetryNo Retry = iota
+	RetryNo RetryMode = iota
 	// RetryNow retries at once on another key.
 	RetryNow
 	// RetryBackoff retries after a backoff, preferring another key.
@@ -44,7 +44,7 @@ const (
 // whether to retry. WithClassifier lets callers change it.
 type Outcome struct {
 	Effect Effect
-	Retry  Retry
+	Retry  RetryMode
 	// Wait is how long the account cools down, for EffectRateLimited; 0
 	// means the pool's default cooldown.
 	Wait time.Duration

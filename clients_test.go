@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/keypool/keypool/internal/fakeupstream"
 	oai "github.com/openai/openai-go/v3"
 	oaiopt "github.com/openai/openai-go/v3/option"
 	goopenai "github.com/sashabaranov/go-openai"
+
+	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
 // deepseekFixture is five accounts with a hard cap of four requests in
@@ -27,7 +27,7 @@ func deepseekFixture(t *testing.T, faults map[string]fakeupstream.Fault) (*fakeu
 		secrets = append(secrets, s)
 		accounts[s] = fakeupstream.Account{MaxInFlight: 4}
 	}
-	sim := startUpstream(t, fakeupstream.Config{
+	sim := startInMemorySim(t, fakeupstream.Config{
 		Mode: fakeupstream.DeepSeek, Accounts: accounts, Keys: simKeys(faults, secrets...),
 		Latency: 3 * time.Millisecond, Jitter: 2 * time.Millisecond, StreamChunks: 3, Seed: 1,
 	})
@@ -42,7 +42,9 @@ func deepseekFixture(t *testing.T, faults map[string]fakeupstream.Fault) (*fakeu
 	return sim, p, &http.Client{Transport: NewTransport(p, WithBase(sim.Client().Transport))}
 }
 
-func TestGoOpenAIUnderLoad(t *testing.T) {
+func TestGoOpenAIUnderLoad(t *testing.T) { inVirtualTime(t, testGoOpenAIUnderLoad) }
+
+func testGoOpenAIUnderLoad(t *testing.T) {
 	sim, p, hc := deepseekFixture(t, nil)
 	cfg := goopenai.DefaultConfig("placeholder")
 	cfg.BaseURL = sim.URL + "/v1"
@@ -52,24 +54,13 @@ func TestGoOpenAIUnderLoad(t *testing.T) {
 		Model:    "deepseek-chat",
 		Messages: []goopenai.ChatCompletionMessage{{Role: goopenai.ChatMessageRoleUser, Content: "hi"}},
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 200)
-	for range 40 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 5 {
-				if _, err := client.CreateChatCompletion(context.Background(), req); err != nil {
-					errs <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	runLoad(40, 200, func(int) error {
+		_, err := client.CreateChatCompletion(context.Background(), req)
+		if err != nil {
+			t.Error(err)
+		}
+		return err
+	})
 	total := sim.Total()
 	if total.OK != 200 || total.RateLimited != 0 {
 		t.Errorf("upstream: %d OK, %d 429s; want 200 and 0", total.OK, total.RateLimited)
@@ -103,6 +94,10 @@ func TestGoOpenAIUnderLoad(t *testing.T) {
 }
 
 func TestGoOpenAISeesTheUpstreamError(t *testing.T) {
+	inVirtualTime(t, testGoOpenAISeesTheUpstreamError)
+}
+
+func testGoOpenAISeesTheUpstreamError(t *testing.T) {
 	faults := map[string]fakeupstream.Fault{}
 	for i := range 5 {
 		faults[fmt.Sprintf("sk-account%d-0123456789abcdef", i)] = fakeupstream.FaultRevoked
@@ -123,31 +118,22 @@ func TestGoOpenAISeesTheUpstreamError(t *testing.T) {
 	}
 }
 
-func TestOpenAIGo(t *testing.T) {
+func TestOpenAIGo(t *testing.T) { inVirtualTime(t, testOpenAIGo) }
+
+func testOpenAIGo(t *testing.T) {
 	sim, p, hc := deepseekFixture(t, map[string]fakeupstream.Fault{"sk-account0-0123456789abcdef": fakeupstream.FaultNoBalance})
 	client := oai.NewClient(
 		oaiopt.WithBaseURL(sim.URL+"/v1/"), oaiopt.WithAPIKey("placeholder"),
 		oaiopt.WithHTTPClient(hc), oaiopt.WithMaxRetries(0),
 	)
 	params := oai.ChatCompletionNewParams{Model: "deepseek-chat", Messages: []oai.ChatCompletionMessageParamUnion{oai.UserMessage("hi")}}
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 5 {
-				if _, err := client.Chat.Completions.New(context.Background(), params); err != nil {
-					errs <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	runLoad(20, 100, func(int) error {
+		_, err := client.Chat.Completions.New(context.Background(), params)
+		if err != nil {
+			t.Error(err)
+		}
+		return err
+	})
 	if st := p.Stats()[0]; st.State != StateDisabled || st.Requests != 1 {
 		t.Errorf("out-of-balance key: %v after %d requests", st.State, st.Requests)
 	}

@@ -16,41 +16,85 @@
 //	cfg.HTTPClient = &http.Client{Transport: keypool.NewTransport(pool)}
 //	client := openai.NewClientWithConfig(cfg)
 //
-// From then on every request:
+// # The life of a request
 //
-//   - goes to a key picked by smooth weighted round robin among the keys
-//     that are not disabled, cooling down or at their limits (RPM, TPM,
-//     requests in flight, per key or per Account);
-//   - waits, in arrival order, when every key is busy, instead of failing,
-//     bounded by its context and WithMaxWait;
-//   - fails over at once to another key on a 429 (cooling the account
-//     down for as long as Retry-After, retry-after-ms or x-ratelimit-reset
-//     says), a 401/403 (disabling the key), a 402 or exhausted quota
-//     (disabling the account), or a connection that could not be made;
-//   - retries after a jittered backoff on 5xx, 408, 409 and 529,
-//     preferring another key, and ejects a key that keeps failing;
-//   - returns 400, 404 and 422 untouched, and once a response reaches the
-//     caller it is never replayed, so a stream that has started is never
-//     repeated;
-//   - holds its key's in-flight slot until the response body is closed
-//     or read to its end, so streams count against MaxConcurrent;
-//   - learns each account's in-flight limit from bare 429s when the
-//     provider does not say it (WithAdaptiveLimits), settles TPM
-//     reservations from the usage the upstream reports, and can fail over
-//     a stream still queued past WithFirstTokenTimeout;
-//   - spends retries after provider failures from a budget of 20% of
-//     recent requests (WithRetryBudget), so an outage is not amplified.
+//  1. Prepare. The body is replayed from Request.GetBody (go-openai and
+//     openai-go set it) with no copy, or read once, up to WithMaxBodyBytes.
+//     The model and a token estimate are read from a JSON body only when
+//     some key filters on models or has a TPM limit.
+//  2. Acquire a lease: a key picked by smooth weighted round robin among
+//     the keys that are not disabled, cooling down, ejected or at a limit
+//     (RPM, TPM, requests in flight, per key or per Account), avoiding
+//     keys this request already tried. When none is free the request
+//     waits, in arrival order, bounded by its context and by WithMaxWait,
+//     which bounds all the waiting of one request together.
+//  3. Send a shallow copy of the request with the key's credential in
+//     place of the client's own. The caller's request is never modified.
+//  4. Classify the answer by the table below, apply its effect to the key
+//     and its account, and either hand it over or retry on another key.
+//  5. Hand over. The lease, and so the key's in-flight slot, is held until
+//     the response body is read to its end or closed, so a stream counts
+//     against MaxConcurrent for as long as it runs. From then on nothing
+//     is replayed.
+//
+// # The decision table
+//
+// What an attempt's answer means, and what keypool does about it
+// (classify.go decides, effects.go applies):
+//
+//	upstream signal                 scope        action
+//	2xx                             -            success: hand over; settle TPM from usage
+//	400, 404, 422                   the request  hand over as is; no retry
+//	401, 403                        the key      disable the key (WithDisableFor); retry on another at once
+//	402; 429 insufficient_quota     the account  disable every key of the account; retry on another at once
+//	429 with a retry hint           the account  cool down as retry-after-ms, Retry-After or
+//	                                             x-ratelimit-reset-* says; retry on another at once
+//	429 without a hint              the account  lower the learned in-flight limit when several were in
+//	                                             flight, else cool down (WithCooldown, doubling);
+//	                                             retry on another at once
+//	408, 409, 5xx, 529              the key      jittered backoff, then another key; repeated failures
+//	                                             eject the key (WithEjection)
+//	dial, DNS or TLS error          the key      retry on another key at once
+//	reset after the request went    the key      retry on another key (WithRetryOnReset)
+//	200 JSON of only white space    the key      a failure: retry on another key
+//	a stream queued past            the account  an overload, as a bare 429: retry on another key
+//	  WithFirstTokenTimeout
+//	x-should-retry: true / false    -            obeyed over the status
+//	101 Switching Protocols         -            hand over at once, with a writable body
+//	the caller's context ends,      the caller   end the request with that error: no retry, no
+//	  or its body fails                          blame on any key
+//	a response handed over          -            never replayed
+//
+// When attempts run out (WithMaxAttempts; 429s are not counted, up to
+// four times that many attempts in all), the retry budget is spent
+// (WithRetryBudget) or no key frees up within WithMaxWait, the caller
+// gets the last upstream answer, marked "X-Should-Retry: false" so that
+// the client's own retries do not multiply keypool's. An *AttemptsError
+// listing every attempt comes only when there is no answer at all.
+//
+// A key that has never answered, or comes back from ejection,
+// disablement or Enable, takes one request at a time until one succeeds,
+// so a revoked key costs one failed request, not a burst. WithClassifier
+// overrides any verdict.
+//
+// # Limits
+//
+// Each account's in-flight limit is learned from bare 429s when the
+// provider does not say it (WithAdaptiveLimits). TPM is reserved before
+// each model request and settled from the usage the answer reports.
+// x-ratelimit-remaining-* headers lower the RPM and TPM budgets, so
+// limits the provider states are kept before a 429, not learned from one.
+//
+// # Reconfiguration
 //
 // Keys can be added, removed, disabled and re-weighted while the pool
 // serves (Pool.Add, Remove, Disable, Enable, SetWeight, SetLimits), and
 // ParseKeys reads a key list from an environment variable or file.
 //
-// When every attempt fails the caller gets the last upstream response, so
-// clients report the provider's own error; an *AttemptsError, listing
-// every attempt, comes only when there is no response at all.
+// # Secrets
 //
-// Secrets go only to the host they belong to (the key's BaseURL, or the
-// request's own host) and never follow a redirect elsewhere. They never
-// appear in errors, Stats or String: keys are named by their masked form,
-// such as "sk-…abcd".
+// A secret goes only to the scheme and host it belongs to (the key's
+// BaseURL, or the request's own URL), never follows a redirect elsewhere
+// or down from https to http, and never appears in errors, Stats or
+// String: keys are named by their masked form, such as "sk-…abcd".
 package keypool

@@ -33,6 +33,17 @@ var (
 	// than its ContentLength. The request fails at once and no key is
 	// blamed; the error wraps the cause.
 	ErrRequestBody = errors.New("keypool: request body")
+	// ErrEmptyAnswer is an attempt's error when a 200 JSON answer's body
+	// was only white space: DeepSeek's answer when it gives up on a
+	// queued request. Such an answer is retried.
+	ErrEmptyAnswer = errors.New("keypool: the upstream answered 200 with an empty body")
+	// ErrFirstTokenTimeout is an attempt's error when a stream sent only
+	// keep-alive comments for longer than WithFirstTokenTimeout.
+	ErrFirstTokenTimeout = errors.New("keypool: no data from the stream before the first-token timeout")
+	// ErrInvalidRequest means the request cannot be sent as it is: no URL
+	// or Header, a scheme other than http or https, no host, a bad method,
+	// header name or value. It fails at once and no key is blamed.
+	ErrInvalidRequest = errors.New("keypool: invalid request")
 	// ErrUnknownKey is returned by the Pool methods that take a key name
 	// when no key has that name.
 	ErrUnknownKey = errors.New("keypool: no key with that name")

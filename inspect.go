@@ -2,23 +2,10 @@ package keypool
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
-)
-
-var (
-	// ErrEmptyAnswer is an attempt's error when a 200 JSON answer's body
-	// was only white space: DeepSeek's answer when it gives up on a
-	// queued request. Such an answer is retried.
-	ErrEmptyAnswer = errors.New("keypool: the upstream answered 200 with an empty body")
-	// ErrFirstTokenTimeout is an attempt's error when a stream sent only
-	// keep-alive comments for longer than WithFirstTokenTimeout.
-	ErrFirstTokenTimeout = errors.New("keypool: no data from the stream before the first-token timeout")
 )
 
 // aheadMax bounds what is read ahead of the caller to inspect the start
@@ -164,31 +151,4 @@ func findDataLine(buf []byte, from int) (found bool, next int) {
 		}
 		i++
 	}
-}
-
-// resyncFromHeaders lowers the account's RPM and TPM buckets to what the
-// provider says remains, so that its limits are kept before a 429 rather
-// than learnt from one.
-func resyncFromHeaders(resp *http.Response, k *keyState, now time.Time) {
-	if !k.account.hasRates() {
-		return
-	}
-	requests := headerInt(resp.Header, "X-Ratelimit-Remaining-Requests")
-	tokens := headerInt(resp.Header, "X-Ratelimit-Remaining-Tokens")
-	if requests >= 0 || tokens >= 0 {
-		k.account.resync(now, requests, tokens)
-	}
-}
-
-// headerInt reads a non-negative integer header, or -1.
-func headerInt(h http.Header, name string) int {
-	v := h.Get(name)
-	if v == "" {
-		return -1
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < 0 {
-		return -1
-	}
-	return n
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -79,7 +80,7 @@ func maskSecret(secret string) string {
 // validateKeys checks keys and returns them normalized: default names and
 // weights filled in, and each account's limits gathered. Its errors name a
 // key by its position and masked form, never by its secret.
-func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
+func validateKeys(keys []Key) ([]Key, map[string]Limits, error) {
 	if len(keys) == 0 {
 		return nil, nil, ErrNoKeys
 	}
@@ -87,7 +88,7 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 	secrets := make(map[string]int, len(keys))
 	names := make(map[string]int, len(keys))
 	maskUses := make(map[string]int) // how many keys were numbered after a mask
-	accounts := make(map[string]accountLimits)
+	accounts := make(map[string]Limits)
 	accountOwner := make(map[string]int)
 	if err := checkNoSecretShown(keys); err != nil {
 		return nil, nil, err
@@ -101,16 +102,17 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 			return nil, nil, bad("Secret is empty")
 		case strings.IndexFunc(k.Secret, isSpaceOrControl) >= 0:
 			return nil, nil, bad("Secret contains white space or control characters (a stray newline from a file or variable?)")
+		case strings.ContainsAny(k.Secret, `"'`):
+			return nil, nil, bad("Secret contains a quote (quotes kept from a file or variable?)")
+		case strings.IndexFunc(k.Secret, notASCII) >= 0:
+			return nil, nil, bad("Secret contains a character that is not ASCII (a byte-order mark from a file?)")
 		case math.IsNaN(k.Weight) || math.IsInf(k.Weight, 0):
 			return nil, nil, bad("Weight is %v; want a finite number", k.Weight)
 		case k.Weight < 0:
 			return nil, nil, bad("Weight is %g; want 0 (meaning 1) or more", k.Weight)
-		case k.RPM < 0:
-			return nil, nil, bad("RPM is %d; want 0 (no limit) or more", k.RPM)
-		case k.TPM < 0:
-			return nil, nil, bad("TPM is %d; want 0 (no limit) or more", k.TPM)
-		case k.MaxConcurrent < 0:
-			return nil, nil, bad("MaxConcurrent is %d; want 0 (no limit) or more", k.MaxConcurrent)
+		}
+		if err := k.limits().check(); err != nil {
+			return nil, nil, bad("%v", err)
 		}
 		if j, dup := secrets[k.Secret]; dup {
 			return nil, nil, bad("Secret duplicates key #%d", j)
@@ -124,6 +126,9 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 		for _, m := range k.Models {
 			if strings.TrimSpace(m) == "" {
 				return nil, nil, bad("Models contains an empty name")
+			}
+			if strings.TrimSpace(m) != m {
+				return nil, nil, bad("Models has %s with white space around it", quoteShort(m))
 			}
 		}
 		if k.Weight == 0 {
@@ -145,7 +150,7 @@ func validateKeys(keys []Key) ([]Key, map[string]accountLimits, error) {
 		}
 		names[k.Name] = i
 		if k.Account != "" {
-			lim := limitsOf(k)
+			lim := k.limits()
 			prev, seen := accounts[k.Account]
 			merged, err := prev.merge(lim)
 			if err != nil {
@@ -193,42 +198,68 @@ func (k Key) label() string {
 	return maskSecret(k.Secret)
 }
 
+func notASCII(r rune) bool { return r > 0x7e }
+
 func isSpaceOrControl(r rune) bool {
 	return r <= ' ' || r == 0x7f || r == 0x85 || r == 0xa0 || r == 0x2028 || r == 0x2029
 }
 
 // checkBaseURL accepts an absolute http or https URL without credentials,
 // query or fragment.
+// Its errors show the URL without its query, fragment or user
+// information, where a secret could be (Gemini's "?key=").
 func checkBaseURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("cannot parse %q", raw)
+		return fmt.Errorf("cannot parse %s", quoteShort(raw))
 	}
+	shown := strconv.Quote((&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String())
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("%q: scheme must be http or https", raw)
+		return fmt.Errorf("%s: scheme must be http or https", shown)
 	case u.Host == "":
-		return fmt.Errorf("%q: no host", raw)
+		return fmt.Errorf("%s: no host", shown)
 	case u.User != nil:
 		return fmt.Errorf("scheme://user@host form is not allowed; credentials belong in Secret")
 	case u.RawQuery != "" || u.Fragment != "":
-		return fmt.Errorf("%q: query and fragment are not allowed", raw)
+		return fmt.Errorf("%s: a query or fragment is not allowed (not shown: it may hold a secret)", shown)
 	}
 	return nil
 }
 
-// accountLimits are the limits an account's keys share.
-type accountLimits struct {
+// Limits are the limits of a key, or of the account its keys share; see
+// Key for their meaning. 0 means no limit.
+type Limits struct {
 	RPM, TPM, MaxConcurrent int
 }
 
-func limitsOf(k Key) accountLimits {
-	return accountLimits{RPM: k.RPM, TPM: k.TPM, MaxConcurrent: k.MaxConcurrent}
+// limits returns the key's limits.
+func (k Key) limits() Limits {
+	return Limits{RPM: k.RPM, TPM: k.TPM, MaxConcurrent: k.MaxConcurrent}
+}
+
+// setLimits sets the key's limits: the one place that knows which
+// fields they are.
+func (k *Key) setLimits(l Limits) {
+	k.RPM, k.TPM, k.MaxConcurrent = l.RPM, l.TPM, l.MaxConcurrent
+}
+
+// check reports the first limit that is negative.
+func (l Limits) check() error {
+	switch {
+	case l.RPM < 0:
+		return fmt.Errorf("RPM is %d; want 0 (no limit) or more", l.RPM)
+	case l.TPM < 0:
+		return fmt.Errorf("TPM is %d; want 0 (no limit) or more", l.TPM)
+	case l.MaxConcurrent < 0:
+		return fmt.Errorf("MaxConcurrent is %d; want 0 (no limit) or more", l.MaxConcurrent)
+	}
+	return nil
 }
 
 // merge combines the limits declared by two keys of one account: a zero
 // takes the other's value, two different non-zero values are an error.
-func (a accountLimits) merge(b accountLimits) (accountLimits, error) {
+func (a Limits) merge(b Limits) (Limits, error) {
 	pick := func(field string, x, y int) (int, error) {
 		if x != 0 && y != 0 && x != y {
 			return 0, fmt.Errorf("%s %d differs from %d", field, y, x)
@@ -236,7 +267,7 @@ func (a accountLimits) merge(b accountLimits) (accountLimits, error) {
 		return max(x, y), nil
 	}
 	var err error
-	var out accountLimits
+	var out Limits
 	if out.RPM, err = pick("RPM", a.RPM, b.RPM); err != nil {
 		return a, err
 	}

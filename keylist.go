@@ -19,6 +19,10 @@ import (
 // Errors name an entry by its position and masked secret, never by the
 // secret itself. ParseKeys checks the syntax; New checks the keys.
 func ParseKeys(list string) ([]Key, error) {
+	// What files and env files add around a list: a byte-order mark
+	// (Windows editors), quotes around the whole value (docker's
+	// --env-file keeps them).
+	list = unquote(strings.TrimSpace(strings.TrimPrefix(list, utf8BOM)))
 	var keys []Key
 	n := 0
 	for _, line := range strings.Split(list, "\n") {
@@ -93,6 +97,9 @@ func parseKeyEntry(entry string) (Key, error) {
 			k.MaxConcurrent, err = strconv.Atoi(value)
 		case "models":
 			k.Models = strings.Split(value, "|")
+			for i, m := range k.Models {
+				k.Models[i] = strings.TrimSpace(m)
+			}
 		default:
 			return k, fmt.Errorf("(%s): unknown option %s; known: name, account, base, weight, rpm, tpm, max, models", label, quoteShort(name))
 		}

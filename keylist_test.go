@@ -1,6 +1,7 @@
 package keypool
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"strings"
@@ -76,4 +77,66 @@ func FuzzParseKeys(f *testing.F) {
 			check(err)
 		}
 	})
+}
+
+// ParseKeys refuses options given where keys belong.
+func TestParseKeysRefusesOptionsAsSecrets(t *testing.T) {
+	for _, tc := range []struct{ list, want string }{
+		{"sk-a0123456789abcdef,weight=2,rpm=60", `entry #2 looks like an option (weight=…); separate a key's options with ';'`},
+		{"max=5", "entry #1 looks like an option"},
+		{`sk-a0123456789abcdef;name=a;name=b`, "name is given twice"},
+	} {
+		_, err := ParseKeys(tc.list)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseKeys(%q) = %v, want an error containing %q", tc.list, err, tc.want)
+		}
+	}
+	keys, err := ParseKeys(`sk-a0123456789abcdef;name="team a";account='acct'`)
+	if err != nil || keys[0].Name != "team a" || keys[0].Account != "acct" {
+		t.Errorf("quoted values: %+v, %v", keys, err)
+	}
+	// A secret that ends in '=' (base64 padding) is still a secret.
+	keys, err = ParseKeys("c2VjcmV0c2VjcmV0c2VjcmV0==;max=2")
+	if err != nil || keys[0].Secret != "c2VjcmV0c2VjcmV0c2VjcmV0==" {
+		t.Errorf("padded secret: %+v, %v", keys, err)
+	}
+}
+
+// What files and env files add to a key list (a byte-order mark, quotes
+// around the list) never ends up in a secret that New accepts.
+func TestParseKeysDropsFileArtefacts(t *testing.T) {
+	const a, b = "sk-aaaaaaaaaaaaaaaaaaaaaaaa", "sk-bbbbbbbbbbbbbbbbbbbbbbbb"
+	for name, list := range map[string]string{
+		"byte-order mark": "\ufeff" + a + "\r\n" + b + "\r\n",
+		"quoted list":     `"` + a + "," + b + `"`,
+	} {
+		keys, err := ParseKeys(list)
+		if err != nil {
+			continue // refusing the list is acceptable
+		}
+		for i, want := range []string{a, b} {
+			if keys[i].Secret == want {
+				continue
+			}
+			if _, err := New(keys); err == nil {
+				t.Errorf("%s: ParseKeys gave secret #%d %q and New accepted it; it goes upstream as %q",
+					name, i, keys[i].Secret, "Bearer "+keys[i].Secret)
+			}
+		}
+	}
+}
+
+// models=a | b (spaces around the bar) serves models "a" and "b".
+func TestParseKeysTrimsModels(t *testing.T) {
+	keys, err := ParseKeys("sk-aaaaaaaaaaaaaaaaaaaaaaaa;models=deepseek-chat | deepseek-reasoner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"deepseek-chat", "deepseek-reasoner"}; !reflect.DeepEqual(keys[0].Models, want) {
+		t.Errorf("Models = %q, want %q", keys[0].Models, want)
+	}
+	p, _ := newFakeClockPool(t, keys)
+	if _, err := acquireFor(p, context.Background(), &acquireRequest{model: "deepseek-reasoner"}); err != nil {
+		t.Errorf("a deepseek-reasoner request: %v", err)
+	}
 }

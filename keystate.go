@@ -40,8 +40,8 @@ type keyState struct {
 // disabledForever marks a key or account disabled until Pool.Enable.
 const disabledForever = int64(1<<63 - 1)
 
-func newKeyState(k Key, acct accountState, lim accountLimits) *keyState {
-	k.RPM, k.TPM, k.MaxConcurrent = lim.RPM, lim.TPM, lim.MaxConcurrent
+func newKeyState(k Key, acct accountState, lim Limits) *keyState {
+	k.setLimits(lim)
 	ks := &keyState{
 		cfg:          k,
 		name:         k.Name,

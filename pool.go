@@ -72,18 +72,18 @@ func New(keys []Key, opts ...Option) (*Pool, error) {
 			return nil, err
 		}
 	}
-	normalized, accountLimits, err := validateKeys(keys)
+	normalized, Limits, err := validateKeys(keys)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pool{cfg: cfg, clock: cfg.clock}
-	p.snap.Store(newSnapshot(p.buildKeys(normalized, accountLimits, nil)))
+	p.snap.Store(newSnapshot(p.buildKeys(normalized, Limits, nil)))
 	return p, nil
 }
 
 // buildKeys makes the state of validated keys. Keys of an account that
 // already has state in existing join it.
-func (p *Pool) buildKeys(keys []Key, limits map[string]accountLimits, existing []*keyState) []*keyState {
+func (p *Pool) buildKeys(keys []Key, limits map[string]Limits, existing []*keyState) []*keyState {
 	now := p.clock.Now()
 	accounts := make(map[string]accountState)
 	for _, k := range existing {
@@ -93,7 +93,7 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]accountLimits, existing [
 	}
 	states := make([]*keyState, len(keys))
 	for i, k := range keys {
-		lim := limitsOf(k)
+		lim := k.limits()
 		var acct accountState
 		if k.Account == "" {
 			acct = newLocalAccount(lim, p.cfg.adaptive, now)
@@ -231,6 +231,10 @@ func (p *Pool) acquire(ctx context.Context, r *acquireRequest, maxWait time.Dura
 		if !b.waitable {
 			return nil, 0, b.unavailable()
 		}
+	} else if !p.snap.Load().anyServes(r) {
+		// Do not queue behind others for a key that will never come: a
+		// redirect to a host no key belongs to goes on without one.
+		return nil, 0, ErrNoKeyAvailable
 	}
 	if maxWait <= 0 {
 		return nil, 0, &WaitError{Err: ErrWaitTimeout}
@@ -238,160 +242,19 @@ func (p *Pool) acquire(ctx context.Context, r *acquireRequest, maxWait time.Dura
 	return p.wait(ctx, r, maxWait)
 }
 
+// anyServes reports whether some key may ever serve r.
+func (s *snapshot) anyServes(r *acquireRequest) bool {
+	if !s.filtersModels && r.dest == nil {
+		return true
+	}
+	for _, k := range s.keys {
+		if k.serves(r) {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *Pool) newLease(k *keyState, tokens int, inFlight int64) *lease {
 	return &lease{pool: p, key: k, tokens: tokens, inFlight: inFlight}
-}
-
-// waiter is a request queued for a key.
-type waiter struct {
-	req      acquireRequest // a copy, so that callers' requests stay on their stacks
-	start    time.Time
-	deadline int64 // unix nanoseconds
-	earliest int64 // earliest time a key frees up, as last seen
-	grant    chan grant
-	elem     *list.Element // nil once out of the queue
-}
-
-type grant struct {
-	lease *lease
-	err   error
-}
-
-func (p *Pool) wait(ctx context.Context, r *acquireRequest, maxWait time.Duration) (*lease, time.Duration, error) {
-	start := p.clock.Now()
-	w := &waiter{req: *r, start: start, deadline: addNanos(start.UnixNano(), maxWait), grant: make(chan grant, 1)}
-	if d, ok := ctx.Deadline(); ok && d.UnixNano() < w.deadline {
-		w.deadline = d.UnixNano()
-	}
-	p.mu.Lock()
-	w.elem = p.waiters.PushBack(w)
-	p.nwait.Add(1)
-	p.dispatchLocked()
-	p.mu.Unlock()
-
-	expired := make(chan struct{})
-	stop := p.clock.AfterFunc(maxWait, func() { close(expired) })
-	defer stop()
-	var reason error
-	select {
-	case g := <-w.grant:
-		return g.lease, p.clock.Now().Sub(start), g.err
-	case <-ctx.Done():
-		reason = ctx.Err()
-	case <-expired:
-		reason = ErrWaitTimeout
-	}
-	p.mu.Lock()
-	if w.elem != nil {
-		p.waiters.Remove(w.elem)
-		w.elem = nil
-		p.nwait.Add(-1)
-		// Those behind may fit where this one did not.
-		p.dispatchLocked()
-		p.mu.Unlock()
-	} else { // served while giving up
-		p.mu.Unlock()
-		g := <-w.grant
-		if g.lease != nil && ctx.Err() == nil {
-			return g.lease, p.clock.Now().Sub(start), nil
-		}
-		if g.lease != nil {
-			g.lease.release()
-		}
-	}
-	waited := p.clock.Now().Sub(start)
-	e := &WaitError{Waited: waited, Err: reason}
-	if w.earliest > 0 {
-		e.Earliest = time.Unix(0, w.earliest)
-	}
-	return nil, waited, e
-}
-
-// pollInterval bounds how long waiters sleep without a check, should a
-// slot free up in a way that wakes nobody (a pick that backs out of a slot
-// it briefly held).
-const pollInterval = 100 * time.Millisecond
-
-// wake serves queued waiters if there are any; releases call it.
-func (p *Pool) wake() {
-	if p.nwait.Load() == 0 {
-		return
-	}
-	p.mu.Lock()
-	p.dispatchLocked()
-	p.mu.Unlock()
-}
-
-// dispatchLocked serves waiters in arrival order until one cannot be
-// served, then arms a timer for the earliest time a key frees up. Waiters
-// that no key could ever serve, or that no key frees up for before their
-// deadline, are failed at once rather than left to time out.
-func (p *Pool) dispatchLocked() {
-	now := p.clock.Now()
-	filters := p.snap.Load().filtersModels
-	var next int64 // when to look again
-	for e := p.waiters.Front(); e != nil; {
-		w := e.Value.(*waiter)
-		following := e.Next()
-		k, n, b := p.pick(&w.req)
-		switch {
-		case k != nil:
-			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
-		case !b.waitable:
-			p.serveLocked(w, grant{err: b.unavailable()})
-		case !b.busy && b.earliest > w.deadline:
-			w.earliest = b.earliest
-			p.serveLocked(w, grant{err: &WaitError{
-				Waited: now.Sub(w.start), Earliest: time.Unix(0, b.earliest), Err: ErrWaitTimeout}})
-		default:
-			w.earliest = b.earliest
-			at := b.earliest
-			if b.busy || at == 0 {
-				at = now.Add(pollInterval).UnixNano()
-			}
-			if next == 0 || at < next {
-				next = at
-			}
-			if !filters {
-				// Strict FIFO: the ones behind want the same keys.
-				following = nil
-			}
-		}
-		e = following
-	}
-	p.armTimerLocked(now, next)
-}
-
-func (p *Pool) serveLocked(w *waiter, g grant) {
-	p.waiters.Remove(w.elem)
-	w.elem = nil
-	p.nwait.Add(-1)
-	w.grant <- g
-}
-
-// armTimerLocked makes sure dispatch runs again at the latest at t (unix
-// nanoseconds); t == 0 with no waiters stops the timer.
-func (p *Pool) armTimerLocked(now time.Time, t int64) {
-	if p.waiters.Len() == 0 || t == 0 {
-		if p.stopTimer != nil && p.waiters.Len() == 0 {
-			p.stopTimer()
-			p.stopTimer, p.timerAt = nil, 0
-		}
-		return
-	}
-	if p.stopTimer != nil && p.timerAt <= t {
-		return
-	}
-	if p.stopTimer != nil {
-		p.stopTimer()
-	}
-	p.timerAt = t
-	p.stopTimer = p.clock.AfterFunc(time.Duration(t-now.UnixNano()), func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.timerAt == t { // not replaced by an earlier timer since
-			p.stopTimer, p.timerAt = nil, 0
-		}
-		p.dispatchLocked()
-	})
 }

@@ -33,10 +33,10 @@ func (p *Pool) Add(keys ...Key) error {
 	}
 	now := p.clock.Now()
 	for _, k := range old.keys {
-		if lim := limits[k.cfg.Account]; k.cfg.Account != "" && lim != limitsOf(k.cfg) {
+		if lim := limits[k.cfg.Account]; k.cfg.Account != "" && lim != k.cfg.limits() {
 			// A new key declared a limit its account had left open.
 			k.account.setLimits(now, lim)
-			k.cfg.RPM, k.cfg.TPM, k.cfg.MaxConcurrent = lim.RPM, lim.TPM, lim.MaxConcurrent
+			k.cfg.setLimits(lim)
 		}
 	}
 	added := p.buildKeys(normalized[len(old.keys):], limits, old.keys)
@@ -60,7 +60,7 @@ func (p *Pool) Remove(name string) error {
 // SetWeight changes the weight of the key with the given name; 0 means 1.
 func (p *Pool) SetWeight(name string, weight float64) error {
 	if math.IsNaN(weight) || math.IsInf(weight, 0) || weight < 0 {
-		return fmt.Errorf("%w: weight %v for %q; want a finite number, 0 (meaning 1) or more", ErrInvalidConfig, weight, name)
+		return fmt.Errorf("%w: SetWeight(%s): weight %v; want a finite number, 0 (meaning 1) or more", ErrInvalidConfig, quoteShort(name), weight)
 	}
 	if weight == 0 {
 		weight = 1
@@ -71,21 +71,18 @@ func (p *Pool) SetWeight(name string, weight float64) error {
 	})
 }
 
-// SetLimits changes the RPM, TPM and in-flight limits of the key with the
-// given name, or of its whole account if it has one; 0 means no limit
-// (for MaxConcurrent with adaptive limits: learn it). Requests in flight
-// keep their slots.
-func (p *Pool) SetLimits(name string, rpm, tpm, maxConcurrent int) error {
-	if rpm < 0 || tpm < 0 || maxConcurrent < 0 {
-		return fmt.Errorf("%w: limits %d RPM, %d TPM, %d in flight for %q; want 0 (no limit) or more",
-			ErrInvalidConfig, rpm, tpm, maxConcurrent, name)
+// SetLimits changes the limits of the key with the given name, or of its
+// whole account if it has one; 0 means no limit (for MaxConcurrent with
+// adaptive limits: learn it). Requests in flight keep their slots.
+func (p *Pool) SetLimits(name string, lim Limits) error {
+	if err := lim.check(); err != nil {
+		return fmt.Errorf("%w: SetLimits(%s): %v", ErrInvalidConfig, quoteShort(name), err)
 	}
 	return p.changeKey(name, func(keys []*keyState, k *keyState) ([]*keyState, error) {
-		lim := accountLimits{RPM: rpm, TPM: tpm, MaxConcurrent: maxConcurrent}
 		k.account.setLimits(p.clock.Now(), lim)
 		for _, other := range keys {
 			if other.account == k.account {
-				other.cfg.RPM, other.cfg.TPM, other.cfg.MaxConcurrent = rpm, tpm, maxConcurrent
+				other.cfg.setLimits(lim)
 			}
 		}
 		return keys, nil // a new snapshot: whether requests need token estimates may change

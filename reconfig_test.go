@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,33 +14,29 @@ import (
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
-func TestReconfigureUnderLoad(t *testing.T) {
+func TestReconfigureUnderLoad(t *testing.T) { inVirtualTime(t, testReconfigureUnderLoad) }
+
+func testReconfigureUnderLoad(t *testing.T) {
 	secrets := make([]string, 8)
 	for i := range secrets {
 		secrets[i] = fmt.Sprintf("sk-live-%d-0123456789abcdef", i)
 	}
-	sim := startUpstream(t, fakeupstream.Config{Keys: simKeys(nil, secrets...), Latency: time.Millisecond, StreamChunks: 2})
-	p := mustPool(t, keysOf(secrets[:3]...))
+	sim := startInMemorySim(t, fakeupstream.Config{Keys: simKeys(nil, secrets...), Latency: time.Millisecond, StreamChunks: 2})
+	p := newRealClockPool(t, keysOf(secrets[:3]...))
 	tr := NewTransport(p, WithBase(sim.Client().Transport))
+	client := &http.Client{Transport: tr}
 	ctx, stop := context.WithCancel(context.Background())
-	var failed, sent atomic.Int64
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				resp, err := post(t, tr, sim.URL, chatBody)
-				sent.Add(1)
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-				}
-				if resp != nil {
-					readAll(t, resp)
-				}
+	var sent atomic.Int64
+	loadDone := make(chan int64)
+	go func() {
+		loadDone <- runLoad(16, 1<<30, func(int) error {
+			if ctx.Err() != nil {
+				return errStopLoad // the reconfiguration is over
 			}
-		}()
-	}
+			sent.Add(1)
+			return postChat(context.Background(), client, sim.URL, chatBody)
+		})
+	}()
 	// Reconfigure while the callers run.
 	for i := 3; i < len(secrets); i++ {
 		if err := p.Add(Key{Secret: secrets[i], Weight: float64(i)}); err != nil {
@@ -51,7 +47,7 @@ func TestReconfigureUnderLoad(t *testing.T) {
 		if err := p.SetWeight(names[1].Name, 3); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.SetLimits(names[2].Name, 0, 0, 4); err != nil {
+		if err := p.SetLimits(names[2].Name, Limits{MaxConcurrent: 4}); err != nil {
 			t.Fatal(err)
 		}
 		if err := p.Remove(names[0].Name); err != nil {
@@ -60,9 +56,8 @@ func TestReconfigureUnderLoad(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Errorf("%d of %d requests failed while the pool was reconfigured", failed.Load(), sent.Load())
+	if failed := <-loadDone; failed != 0 {
+		t.Errorf("%d of %d requests failed while the pool was reconfigured", failed, sent.Load())
 	}
 	st := p.Stats()
 	if len(st) != 3 {
@@ -79,8 +74,12 @@ func TestReconfigureUnderLoad(t *testing.T) {
 }
 
 func TestRemovedKeyFinishesItsRequest(t *testing.T) {
-	sim := startUpstream(t, fakeupstream.Config{Keys: simKeys(nil, "sk-a", "sk-b"), StreamChunks: 3, ChunkEvery: 5 * time.Millisecond})
-	p := mustPool(t, []Key{{Secret: "sk-a", Weight: 1000, MaxConcurrent: 1}, {Secret: "sk-b"}})
+	inVirtualTime(t, testRemovedKeyFinishesItsRequest)
+}
+
+func testRemovedKeyFinishesItsRequest(t *testing.T) {
+	sim := startInMemorySim(t, fakeupstream.Config{Keys: simKeys(nil, "sk-a", "sk-b"), StreamChunks: 3, ChunkEvery: 5 * time.Millisecond})
+	p := newRealClockPool(t, []Key{{Secret: "sk-a", Weight: 1000, MaxConcurrent: 1}, {Secret: "sk-b"}})
 	tr := NewTransport(p, WithBase(sim.Client().Transport))
 	resp, err := post(t, tr, sim.URL, `{"model":"m","stream":true}`)
 	if err != nil {
@@ -110,7 +109,7 @@ func TestRemovedKeyFinishesItsRequest(t *testing.T) {
 }
 
 func TestReconfigureValidates(t *testing.T) {
-	p := mustPool(t, []Key{{Secret: "sk-a-0123456789abcdef", Account: "acme", RPM: 60}})
+	p := newRealClockPool(t, []Key{{Secret: "sk-a-0123456789abcdef", Account: "acme", RPM: 60}})
 	if err := p.Add(Key{Secret: "sk-b"}, Key{Secret: "sk-a-0123456789abcdef"}); err == nil || !strings.Contains(err.Error(), "key #1") {
 		t.Errorf("duplicate secret: %v", err)
 	}
@@ -132,13 +131,13 @@ func TestReconfigureValidates(t *testing.T) {
 			t.Errorf("SetWeight(%v): %v", w, err)
 		}
 	}
-	if err := p.SetLimits(s.keys[0].name, -1, 0, 0); !errors.Is(err, ErrInvalidConfig) {
+	if err := p.SetLimits(s.keys[0].name, Limits{RPM: -1}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("negative limit: %v", err)
 	}
 	if err := p.SetWeight("nope", 1); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("unknown key: %v", err)
 	}
-	if err := p.SetLimits(s.keys[1].name, 0, 0, 5); err != nil {
+	if err := p.SetLimits(s.keys[1].name, Limits{MaxConcurrent: 5}); err != nil {
 		t.Fatal(err)
 	}
 	if st := p.Stats(); st[0].Limit != 5 || st[1].Limit != 5 {
@@ -147,7 +146,7 @@ func TestReconfigureValidates(t *testing.T) {
 }
 
 func TestSetWeightChangesShares(t *testing.T) {
-	p, _ := newTestPool(t, keysOf("sk-a", "sk-b"))
+	p, _ := newFakeClockPool(t, keysOf("sk-a", "sk-b"))
 	proveAll(p)
 	if err := p.SetWeight(p.Stats()[1].Name, 4); err != nil {
 		t.Fatal(err)
@@ -166,7 +165,7 @@ func TestSetWeightChangesShares(t *testing.T) {
 // A secret passed where a name belongs is never echoed back.
 func TestSecretPassedAsNameIsNotEchoed(t *testing.T) {
 	const secret = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789"
-	p, _ := newTestPool(t, []Key{{Secret: secret}, {Secret: "sk-other-0123456789abcdef"}})
+	p, _ := newFakeClockPool(t, []Key{{Secret: secret}, {Secret: "sk-other-0123456789abcdef"}})
 	for _, call := range []struct {
 		name string
 		err  error
@@ -175,7 +174,7 @@ func TestSecretPassedAsNameIsNotEchoed(t *testing.T) {
 		{"Enable", p.Enable(secret)},
 		{"Remove", p.Remove(secret)},
 		{"SetWeight", p.SetWeight(secret, 2)},
-		{"SetLimits", p.SetLimits(secret, 1, 1, 1)},
+		{"SetLimits", p.SetLimits(secret, Limits{RPM: 1, TPM: 1, MaxConcurrent: 1})},
 		{"Disable unknown", p.Disable("sk-proj-Zyxwvutsrqponmlkjihgfedcba9876543210")},
 	} {
 		if call.err == nil || !errors.Is(call.err, ErrUnknownKey) {
@@ -194,6 +193,21 @@ func TestSecretPassedAsNameIsNotEchoed(t *testing.T) {
 		_, err := New(keys)
 		if err == nil || strings.Contains(err.Error(), secret[8:]) {
 			t.Errorf("New with a secret as a name or account: %v", err)
+		}
+	}
+}
+
+// SetWeight and SetLimits with a bad value never echo the name they were
+// given: it may be a secret passed where a name belongs.
+func TestSetWeightAndSetLimitsNeverEchoASecret(t *testing.T) {
+	const secret = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789"
+	p, _ := newFakeClockPool(t, []Key{{Secret: secret}, {Secret: "sk-other-0123456789abcdef"}})
+	for name, err := range map[string]error{
+		"SetWeight": p.SetWeight(secret, -1),
+		"SetLimits": p.SetLimits(secret, Limits{RPM: -1}),
+	} {
+		if err != nil && strings.Contains(err.Error(), secret[8:]) {
+			t.Errorf("%s(secret, bad value) echoes the secret: %v", name, err)
 		}
 	}
 }

@@ -18,10 +18,27 @@ func originURL(req *http.Request) *url.URL {
 // the same host, and the same scheme or an upgrade from http to https.
 // A secret meant for https never goes over plain http.
 func mayFollow(home, dest *url.URL) bool {
-	if !strings.EqualFold(home.Host, dest.Host) {
+	if !strings.EqualFold(home.Hostname(), dest.Hostname()) {
 		return false
 	}
-	return home.Scheme == dest.Scheme || (home.Scheme == "http" && dest.Scheme == "https")
+	switch {
+	case home.Scheme == dest.Scheme:
+		return effectivePort(home) == effectivePort(dest)
+	case home.Scheme == "http" && dest.Scheme == "https":
+		return dest.Port() == "" || dest.Port() == "443" || dest.Port() == home.Port()
+	}
+	return false
+}
+
+// effectivePort is u's port, or its scheme's default when it names none.
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
 }
 
 // rebase sends u to base: base's scheme and host, base's path before

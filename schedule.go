@@ -17,9 +17,15 @@ import (
 func buildSchedule(weights []float64) []int32 {
 	n := len(weights)
 	size := max(min(16*n, 1<<17), 256, n)
+	// Relative to the largest weight, so that huge weights cannot
+	// overflow the sum.
+	largest := 0.0
+	for _, w := range weights {
+		largest = max(largest, w)
+	}
 	total := 0.0
 	for _, w := range weights {
-		total += w
+		total += w / largest
 	}
 	type slot struct {
 		at  float64 // position on the cycle, in [0, 1)
@@ -27,7 +33,7 @@ func buildSchedule(weights []float64) []int32 {
 	}
 	slots := make([]slot, 0, size+n)
 	for i, w := range weights {
-		c := max(1, int(math.Round(w/total*float64(size))))
+		c := max(1, int(math.Round(w/largest/total*float64(size))))
 		for j := range c {
 			slots = append(slots, slot{at: (float64(j) + 0.5) / float64(c), key: int32(i)})
 		}

@@ -52,3 +52,22 @@ func TestScheduleGivesEveryKeyASlot(t *testing.T) {
 		t.Fatalf("cycle of %d slots for 20000 keys", got)
 	}
 }
+
+// Weights whose sum overflows keep their shares: a key of weight 1 next
+// to two of 1e308 gets almost nothing.
+func TestHugeWeights(t *testing.T) {
+	p, _ := newFakeClockPool(t, []Key{{Secret: "sk-a", Weight: 1e308}, {Secret: "sk-b", Weight: 1e308}, {Secret: "sk-c", Weight: 1}})
+	proveAll(p)
+	small := 0
+	const n = 3000
+	for range n {
+		l := mustAcquire(t, p, &acquireRequest{})
+		if l.key.cfg.Secret == "sk-c" {
+			small++
+		}
+		l.release()
+	}
+	if share := float64(small) / n; share > 0.01 {
+		t.Errorf("the key of weight 1 got %.0f%% of the traffic next to two keys of weight 1e308", share*100)
+	}
+}

@@ -1,7 +1,6 @@
 package keypool
 
 import (
-	"net/http"
 	"testing"
 	"time"
 )
@@ -32,22 +31,5 @@ func TestTokenBucketSettlesAndResyncs(t *testing.T) {
 	c.lowerTo(now, 5000) // never raises
 	if ok, _ := c.take(now, 101); ok {
 		t.Error("lowerTo raised the bucket")
-	}
-}
-
-func TestHeadersResyncTheBuckets(t *testing.T) {
-	p, c := newTestPool(t, []Key{{Secret: "sk-a", RPM: 600, TPM: 60000}})
-	proveAll(p)
-	k := p.snap.Load().keys[0]
-	h := http.Header{}
-	h.Set("X-Ratelimit-Remaining-Requests", "0")
-	h.Set("X-Ratelimit-Remaining-Tokens", "10")
-	resyncFromHeaders(&http.Response{Header: h}, k, c.Now())
-	if n, at, _ := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
-		t.Fatal("took a request the provider said had no budget left")
-	}
-	c.Advance(100 * time.Millisecond) // 1 request token back, 100 tokens back
-	if n, _, _ := k.tryTake(c.Now(), 50); n == 0 {
-		t.Fatal("bucket did not refill after resync")
 	}
 }

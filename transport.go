@@ -32,9 +32,10 @@ type Transport struct {
 }
 
 // NewTransport returns a Transport that sends requests with keys from p.
+// It panics if p is nil or an option cannot use its value; see Option.
 func NewTransport(p *Pool, opts ...TransportOption) *Transport {
 	if p == nil {
-		panic("keypool: NewTransport(nil)")
+		panic(invalid("NewTransport", "nil Pool"))
 	}
 	t := &Transport{
 		pool:         p,
@@ -46,7 +47,9 @@ func NewTransport(p *Pool, opts ...TransportOption) *Transport {
 		budget:       newRetryBudget(0.2, 1),
 	}
 	for _, o := range opts {
-		o(t)
+		if err := o(t); err != nil {
+			panic(err)
+		}
 	}
 	return t
 }
@@ -118,13 +121,9 @@ type call struct {
 
 // init checks req and prepares its body. On error the body is closed.
 func (c *call) init(t *Transport, req *http.Request) error {
-	switch {
-	case req.URL == nil:
+	if err := checkRequest(req); err != nil {
 		closeRequestBody(req)
-		return errors.New("keypool: nil Request.URL")
-	case req.Header == nil:
-		closeRequestBody(req)
-		return errors.New("keypool: nil Request.Header")
+		return err
 	}
 	c.t, c.req, c.ctx = t, req, req.Context()
 	if err := c.body.init(req, t.maxBodyBytes); err != nil {
@@ -142,12 +141,6 @@ func (c *call) init(t *Transport, req *http.Request) error {
 	c.waitLeft = t.pool.cfg.maxWait
 	t.budget.request(t.pool.clock.Now())
 	return nil
-}
-
-func closeRequestBody(req *http.Request) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
 }
 
 // acquire takes a key for the next attempt, waiting at most what is left
@@ -171,7 +164,7 @@ func (c *call) spent(a *attempt) bool {
 		c.charged++
 	}
 	n := len(c.attempts) + 1
-	return c.charged >= c.t.maxAttempts || n >= attemptsCeiling*c.t.maxAttempts ||
+	return c.charged >= c.t.maxAttempts || n/attemptsCeiling >= c.t.maxAttempts || // n >= ceiling·max, without overflow
 		// Retries after provider failures come out of the retry budget,
 		// so that an outage is not multiplied into a retry storm.
 		(a.outcome.Effect == EffectFailure && !c.t.budget.allow(c.t.pool.clock.Now()))

@@ -21,8 +21,9 @@ import (
 type Server struct {
 	URL string
 
-	srv   *httptest.Server
-	start time.Time
+	srv    *httptest.Server
+	start  time.Time
+	client *http.Client
 
 	mu       sync.Mutex // guards everything below
 	cfg      Config
@@ -61,6 +62,19 @@ type Counters struct {
 
 // New starts a server on loopback. Close it when done.
 func New(cfg Config) *Server {
+	return start(cfg, false)
+}
+
+// NewInMemory starts a server on an in-memory network: its Client
+// reaches it through pipes, never a socket. Tests that run in a
+// testing/synctest bubble need it: there, time moves only while every
+// goroutine waits on the bubble's channels and timers, and one reading a
+// socket would keep it still. Close it when done.
+func NewInMemory(cfg Config) *Server {
+	return start(cfg, true)
+}
+
+func start(cfg Config, inMemory bool) *Server {
 	s := &Server{
 		cfg:      cfg,
 		rng:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
@@ -72,9 +86,17 @@ func New(cfg Config) *Server {
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.Config.ErrorLog = quietLog()
+	if inMemory {
+		pipes := newPipeListener()
+		s.srv.Listener = pipes
+		s.client = &http.Client{Transport: pipes.transport()}
+	}
+	s.start = time.Now() // before the first request can read it
 	s.srv.Start()
-	s.start = time.Now()
 	s.URL = s.srv.URL
+	if s.client == nil {
+		s.client = s.srv.Client()
+	}
 	return s
 }
 
@@ -82,11 +104,12 @@ func New(cfg Config) *Server {
 func (s *Server) Close() {
 	s.srv.CloseClientConnections()
 	s.srv.Close()
+	s.client.CloseIdleConnections()
 }
 
 // Client returns an http.Client that talks to the server (no redirects to
 // elsewhere, no proxy).
-func (s *Server) Client() *http.Client { return s.srv.Client() }
+func (s *Server) Client() *http.Client { return s.client }
 
 // Counters returns what the server saw for the key with that secret.
 func (s *Server) Counters(secret string) Counters {
