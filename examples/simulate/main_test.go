@@ -24,9 +24,10 @@ type report struct {
 }
 
 // quick is a small workload for tests: 3 keys of cap 4 at 120ms mean
-// latency serve about 100 req/s, and requests arrive 1.1× as fast.
+// latency serve about 100 req/s, and requests arrive 1.1× as fast for a
+// second.
 var quick = []string{"-keys", "3", "-cap", "4", "-latency", "100ms", "-jitter", "40ms",
-	"-duration", "1500ms", "-deadline", "1s", "-progress=false"}
+	"-duration", "1s", "-deadline", "800ms", "-progress=false"}
 
 // runJSON runs the command with -json and decodes what it printed.
 func runJSON(t *testing.T, args ...string) report {
