@@ -14,15 +14,15 @@ import (
 // config is the simulated provider and the workload, the same for every
 // scenario so that the scenarios compare over the same requests.
 type config struct {
-	Keys     int           `json:"keys"`
-	Cap      int           `json:"cap_per_account"`
-	Rate     float64       `json:"rate_per_s"`
-	Duration time.Duration `json:"duration_ns"`
-	Deadline time.Duration `json:"deadline_ns"`
-	Latency  time.Duration `json:"latency_ns"`
-	Jitter   time.Duration `json:"jitter_ns"`
+	Keys     int           `json:"keys"`            // one account each
+	Cap      int           `json:"cap_per_account"` // requests in flight an account allows
+	Rate     float64       `json:"rate_per_s"`      // requests arriving per second
+	Duration time.Duration `json:"duration_ns"`     // how long requests arrive
+	Deadline time.Duration `json:"deadline_ns"`     // a request's time to be answered, from arrival
+	Latency  time.Duration `json:"latency_ns"`      // of an upstream answer
+	Jitter   time.Duration `json:"jitter_ns"`       // random extra latency, up to this
 	Outage   *outage       `json:"outage,omitempty"`
-	Seed     uint64        `json:"seed"`
+	Seed     uint64        `json:"seed"` // of the arrivals and the simulator
 	// Requests is how many requests arrive in each scenario's run.
 	Requests int `json:"requests"`
 	// Scenarios names the scenarios run, in order.
@@ -32,7 +32,7 @@ type config struct {
 // outage is one key's account failing with 503s for a time window.
 type outage struct {
 	Key   int           `json:"key"`
-	Start time.Duration `json:"start_ns"`
+	Start time.Duration `json:"start_ns"` // from the start of a run
 	End   time.Duration `json:"end_ns"`
 }
 
