@@ -9,33 +9,33 @@ import (
 	"time"
 )
 
+// writeTable prints the setup and what each scenario measured.
 func writeTable(w io.Writer, cfg config, results []*result) {
-	fmt.Fprintf(w, "Simulated DeepSeek: %d accounts, each allows %d requests in flight and answers 429 over that (no Retry-After).\n",
-		cfg.Keys, cfg.Cap)
-	fmt.Fprintf(w, "Workload: %d callers sending back to back; latency %v + up to %v", cfg.Callers, cfg.Latency, cfg.Jitter)
-	if cfg.Requests > 0 {
-		fmt.Fprintf(w, "; %d requests per scenario", cfg.Requests)
-	} else {
-		fmt.Fprintf(w, "; %v per scenario", cfg.Duration)
-	}
-	if o := cfg.Outage; o != nil {
-		fmt.Fprintf(w, "; key %d answers 503 from %v to %v", o.Key, o.Start, o.End)
-	}
-	fmt.Fprintf(w, ".\n\n")
+	writeSetup(w, cfg)
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\trequests\tsucceeded\tcaller errors\tupstream 429s\tgoodput req/s\tp50\tp99\t")
+	header := "scenario\tsucceeded\trequests\tfailed\tupstream 429s\t"
+	if cfg.Outage != nil {
+		header += "upstream 503s\t"
+	}
+	fmt.Fprintln(tw, header+"p50\tp99\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f\t%s\t%s\t\n", r.Name, r.Requests, r.Succeeded, r.Errors, r.Upstream429,
-			r.Goodput, ms(r.P50), ms(r.P99))
+		fmt.Fprintf(tw, "%s\t%.1f%%\t%d\t%d\t%d\t", r.Name, 100*r.succeededShare(), r.Requests, r.Failed, r.Upstream429)
+		if cfg.Outage != nil {
+			fmt.Fprintf(tw, "%d\t", r.Upstream5xx)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t\n", ms(r.P50), ms(r.P99))
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "p50 and p99 are of successful requests, from arrival to the end of the answer.")
+
 	fmt.Fprintln(w, "\nShare of successful requests per key:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	header := []string{"scenario"}
-	for _, s := range results[0].Shares {
-		header = append(header, s.Key)
+	header = "scenario\t"
+	for i := range cfg.Keys {
+		header += fmt.Sprintf("key %d\t", i)
 	}
-	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	fmt.Fprintln(tw, header)
 	for _, r := range results {
 		row := []string{r.Name}
 		for _, s := range r.Shares {
@@ -44,15 +44,28 @@ func writeTable(w io.Writer, cfg config, results []*result) {
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	tw.Flush()
-	capacity := float64(cfg.Keys*cfg.Cap) / (cfg.Latency + cfg.Jitter/2).Seconds()
-	fmt.Fprintf(w, "\nThe keys' aggregate capacity is about %.0f req/s (%d slots / %v mean latency).\n",
-		capacity, cfg.Keys*cfg.Cap, cfg.Latency+cfg.Jitter/2)
+}
+
+// writeSetup describes the provider and the workload, which every
+// scenario shares.
+func writeSetup(w io.Writer, cfg config) {
+	fmt.Fprintf(w, "Simulated DeepSeek: %d accounts, each allows %d requests in flight and answers 429 over that (no Retry-After);\n",
+		cfg.Keys, cfg.Cap)
+	fmt.Fprintf(w, "latency %v + up to %v, so the keys' aggregate capacity is about %.0f req/s (%d slots / %v mean latency).\n",
+		cfg.Latency, cfg.Jitter, cfg.capacity(), cfg.Keys*cfg.Cap, cfg.meanLatency())
+	fmt.Fprintf(w, "Every scenario gets the same %d requests, arriving at random at %.0f/s (%.2f× capacity) for %v;\n",
+		cfg.Requests, cfg.Rate, cfg.Rate/cfg.capacity(), cfg.Duration)
+	fmt.Fprintf(w, "a request not answered within %v of arriving fails.\n", cfg.Deadline)
+	if o := cfg.Outage; o != nil {
+		fmt.Fprintf(w, "Outage: key %d's account answers 503 from %v to %v; %q uses that key.\n", o.Key, o.Start, o.End, scenarioSingle)
+	}
 }
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.0fms", float64(d)/float64(time.Millisecond))
 }
 
+// writeJSON prints the configuration and the results.
 func writeJSON(w io.Writer, cfg config, results []*result) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// config is the simulated provider and the workload, the same for every
+// scenario so that the scenarios compare over the same requests.
+type config struct {
+	Keys     int           `json:"keys"`            // one account each
+	Cap      int           `json:"cap_per_account"` // requests in flight an account allows
+	Rate     float64       `json:"rate_per_s"`      // requests arriving per second
+	Duration time.Duration `json:"duration_ns"`     // how long requests arrive
+	Deadline time.Duration `json:"deadline_ns"`     // a request's time to be answered, from arrival
+	Latency  time.Duration `json:"latency_ns"`      // of an upstream answer
+	Jitter   time.Duration `json:"jitter_ns"`       // random extra latency, up to this
+	Outage   *outage       `json:"outage,omitempty"`
+	Seed     uint64        `json:"seed"` // of the arrivals and the simulator
+	// Requests is how many requests arrive in each scenario's run.
+	Requests int `json:"requests"`
+	// Scenarios names the scenarios run, in order.
+	Scenarios []string `json:"scenarios"`
+}
+
+// outage is one key's account failing with 503s for a time window.
+type outage struct {
+	Key   int           `json:"key"`
+	Start time.Duration `json:"start_ns"` // from the start of a run
+	End   time.Duration `json:"end_ns"`
+}
+
+// meanLatency is what a request takes on average: the simulator adds a
+// uniform random extra of up to Jitter.
+func (c config) meanLatency() time.Duration { return c.Latency + c.Jitter/2 }
+
+// capacity is the keys' aggregate capacity in requests per second: every
+// slot of every account busy all the time.
+func (c config) capacity() float64 {
+	return float64(c.Keys*c.Cap) / c.meanLatency().Seconds()
+}
+
+// defaultLoad is the default arrival rate as a multiple of the capacity:
+// a little more than the keys can serve, as in a burst of traffic, so
+// that how each setup copes with the excess shows.
+const defaultLoad = 1.1
+
+// output is where and how the results go.
+type output struct {
+	json     bool
+	html     string
+	progress bool
+}
+
+// newFlagSet defines the command's flags into cfg and out.
+func newFlagSet(cfg *config, out *output, outageSpec *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.IntVar(&cfg.Keys, "keys", 5, "number of keys, one account each")
+	fs.IntVar(&cfg.Cap, "cap", 8, "requests in flight each account allows before it answers 429")
+	fs.Float64Var(&cfg.Rate, "rate", 0, fmt.Sprintf("requests arriving per second, at random (0: %.1f× the keys' aggregate capacity)", defaultLoad))
+	fs.DurationVar(&cfg.Duration, "duration", 8*time.Second, "how long requests keep arriving, in every scenario")
+	fs.DurationVar(&cfg.Deadline, "deadline", 3*time.Second, "a request not answered this long after it arrived fails")
+	fs.DurationVar(&cfg.Latency, "latency", 150*time.Millisecond, "upstream latency of a request")
+	fs.DurationVar(&cfg.Jitter, "jitter", 50*time.Millisecond, "random extra latency, up to this")
+	fs.StringVar(outageSpec, "outage", "", "make one key's account answer 503 for a while: KEY:START-END, e.g. 2:3s-6s")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the arrivals and of the simulator's randomness")
+	fs.BoolVar(&out.json, "json", false, "print the results as JSON instead of a table")
+	fs.StringVar(&out.html, "html", "", "also write a self-contained page with a chart per scenario to this file")
+	fs.BoolVar(&out.progress, "progress", true, "report progress on stderr: a bar on a terminal, else a line per scenario")
+	return fs
+}
+
+// parseFlags reads and checks the command line.
+func parseFlags(args []string, stderr io.Writer) (config, output, error) {
+	var cfg config
+	var out output
+	var outageSpec string
+	fs := newFlagSet(&cfg, &out, &outageSpec)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return cfg, out, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, out, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case cfg.Keys < 1:
+		return cfg, out, fmt.Errorf("-keys %d: want at least 1", cfg.Keys)
+	case cfg.Cap < 1:
+		return cfg, out, fmt.Errorf("-cap %d: want at least 1", cfg.Cap)
+	case cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0):
+		return cfg, out, fmt.Errorf("-rate %v: want 0 (the default) or more", cfg.Rate)
+	case cfg.Duration <= 0:
+		return cfg, out, fmt.Errorf("-duration %v: want more than 0", cfg.Duration)
+	case cfg.Deadline <= 0:
+		return cfg, out, fmt.Errorf("-deadline %v: want more than 0", cfg.Deadline)
+	case cfg.Latency < 0 || cfg.Jitter < 0:
+		return cfg, out, errors.New("-latency and -jitter must not be negative")
+	case cfg.meanLatency() <= 0 && cfg.Rate == 0:
+		return cfg, out, errors.New("-latency 0 and -jitter 0 make the capacity infinite: give a -rate")
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = math.Round(defaultLoad * cfg.capacity())
+	}
+	if outageSpec != "" {
+		o, err := parseOutage(outageSpec, cfg.Keys)
+		if err != nil {
+			return cfg, out, err
+		}
+		// Every scenario runs for Duration, so an outage that starts
+		// within it shows in every scenario.
+		if o.Start >= cfg.Duration {
+			return cfg, out, fmt.Errorf("-outage %q starts after requests stop arriving (-duration %v)", outageSpec, cfg.Duration)
+		}
+		cfg.Outage = o
+	}
+	return cfg, out, nil
+}
+
+var outagePattern = regexp.MustCompile(`^(\d+):([^-]+)-(.+)$`)
+
+// parseOutage reads KEY:START-END, such as 2:3s-6s.
+func parseOutage(spec string, keys int) (*outage, error) {
+	m := outagePattern.FindStringSubmatch(spec)
+	if m == nil {
+		return nil, fmt.Errorf("-outage %q: want KEY:START-END, such as 2:3s-6s", spec)
+	}
+	k, err0 := strconv.Atoi(m[1])
+	start, err1 := time.ParseDuration(m[2])
+	end, err2 := time.ParseDuration(m[3])
+	switch {
+	case err0 != nil || k < 0 || k >= keys:
+		return nil, fmt.Errorf("-outage %q: key %s is not one of 0..%d", spec, m[1], keys-1)
+	case err1 != nil || err2 != nil:
+		return nil, fmt.Errorf("-outage %q: START and END are durations, such as 3s", spec)
+	case start < 0 || end <= start:
+		return nil, fmt.Errorf("-outage %q: want 0 <= START < END", spec)
+	}
+	return &outage{Key: k, Start: start, End: end}, nil
+}
