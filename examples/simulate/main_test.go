@@ -4,16 +4,24 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/keypool/keypool/internal/fakeupstream"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	// The simulator runs in memory, so that the demo can run in virtual
+	// time (see inVirtualTime): a socket would hold the bubble's clock.
+	startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, *http.Transport) {
+		sim := fakeupstream.NewInMemory(cfg)
+		return sim, sim.Client().Transport.(*http.Transport)
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -67,6 +75,10 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 // The -html path is opened before the run, so a path that cannot be
 // written fails at once instead of after the whole simulation.
 func TestHTMLPathIsCheckedBeforeTheRun(t *testing.T) {
+	inVirtualTime(t, testHTMLPathIsCheckedBeforeTheRun)
+}
+
+func testHTMLPathIsCheckedBeforeTheRun(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "no such dir", "sim.html")
 	var out, errOut bytes.Buffer
 	err := run(append(append([]string{}, quick...), "-progress=true", "-html", bad), &out, &errOut)
@@ -82,6 +94,10 @@ func TestHTMLPathIsCheckedBeforeTheRun(t *testing.T) {
 
 // A run that fails leaves no half-written page behind.
 func TestHTMLFileIsRemovedWhenTheRunFails(t *testing.T) {
+	inVirtualTime(t, testHTMLFileIsRemovedWhenTheRunFails)
+}
+
+func testHTMLFileIsRemovedWhenTheRunFails(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sim.html")
 	var out, errOut bytes.Buffer
 	// So few requests arrive that none does, which fails after the file

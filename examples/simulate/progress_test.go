@@ -41,6 +41,10 @@ func TestIsTerminal(t *testing.T) {
 // With stderr not a terminal (here a buffer, as under CI or 2>log), the
 // progress report is one plain line per scenario, with no \r.
 func TestProgressIsPlainLinesWhenNotATerminal(t *testing.T) {
+	inVirtualTime(t, testProgressIsPlainLinesWhenNotATerminal)
+}
+
+func testProgressIsPlainLinesWhenNotATerminal(t *testing.T) {
 	var out, errOut bytes.Buffer
 	args := []string{"-keys", "2", "-cap", "2", "-latency", "20ms", "-jitter", "0s", "-rate", "40",
 		"-duration", "300ms", "-deadline", "200ms", "-progress=true"}

@@ -60,6 +60,13 @@ func simConfig(cfg config, secrets []string) fakeupstream.Config {
 	return sc
 }
 
+// startSimulator starts the simulated provider on loopback, and the
+// transport that reaches it. The tests start it in memory instead, to
+// run the demo in virtual time.
+var startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, *http.Transport) {
+	return fakeupstream.New(cfg), &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 30 * time.Second}
+}
+
 // runGrace is how long past the last deadline a run may take before it is
 // reported as stuck: every request has a deadline, so only a client that
 // ignores its context can get there.
@@ -74,9 +81,8 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 	}
 	// The simulator times its outage from its start, so it starts just
 	// before the first request.
-	sim := fakeupstream.New(simConfig(cfg, secrets))
+	sim, base := startSimulator(simConfig(cfg, secrets))
 	defer sim.Close()
-	base := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 30 * time.Second}
 	defer base.CloseIdleConnections()
 	client, err := sc.client(env{cfg: cfg, secrets: secrets, base: base})
 	if err != nil {

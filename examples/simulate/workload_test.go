@@ -37,6 +37,10 @@ func TestArrivalsArePoissonAndRepeatable(t *testing.T) {
 // scenario is judged on the same requests over the same time: a setup
 // that fails fast cannot finish early and look faster.
 func TestEveryScenarioGetsTheSameRequests(t *testing.T) {
+	inVirtualTime(t, testEveryScenarioGetsTheSameRequests)
+}
+
+func testEveryScenarioGetsTheSameRequests(t *testing.T) {
 	rep := runJSON(t, quick...)
 	cfg := rep.Config
 	if want := math.Round(defaultLoad * cfg.capacity()); cfg.Rate != want {
@@ -127,6 +131,10 @@ func (hang) RoundTrip(req *http.Request) (*http.Response, error) {
 // A request that is still waiting when its deadline passes counts as
 // failed, and the run ends once every request has.
 func TestRequestNotAnsweredByItsDeadlineFails(t *testing.T) {
+	inVirtualTime(t, testRequestNotAnsweredByItsDeadlineFails)
+}
+
+func testRequestNotAnsweredByItsDeadlineFails(t *testing.T) {
 	cfg := config{Keys: 1, Cap: 1, Rate: 100, Duration: 200 * time.Millisecond, Deadline: 50 * time.Millisecond}
 	arr := arrivals(cfg.Rate, cfg.Duration, 1)
 	sc := scenario{"hangs", func(env) (*http.Client, error) { return &http.Client{Transport: hang{}}, nil }}
@@ -140,6 +148,10 @@ func TestRequestNotAnsweredByItsDeadlineFails(t *testing.T) {
 }
 
 func TestScenarioClientErrorIsReported(t *testing.T) {
+	inVirtualTime(t, testScenarioClientErrorIsReported)
+}
+
+func testScenarioClientErrorIsReported(t *testing.T) {
 	cfg := config{Keys: 1, Cap: 1, Rate: 100, Duration: 100 * time.Millisecond, Deadline: 50 * time.Millisecond}
 	boom := errors.New("boom")
 	sc := scenario{"broken", func(env) (*http.Client, error) { return nil, boom }}
@@ -152,6 +164,10 @@ func TestScenarioClientErrorIsReported(t *testing.T) {
 // reaches every scenario: each one's upstream answered 503s, the one-key
 // scenario uses the failing key, and every chart shades the window.
 func TestOutageFallsInsideEveryScenario(t *testing.T) {
+	inVirtualTime(t, testOutageFallsInsideEveryScenario)
+}
+
+func testOutageFallsInsideEveryScenario(t *testing.T) {
 	htmlPath := filepath.Join(t.TempDir(), "sim.html")
 	rep := runJSON(t, append(append([]string{}, quick...), "-outage", "1:500ms-1250ms", "-html", htmlPath)...)
 	o := rep.Config.Outage
