@@ -28,22 +28,8 @@ type attempt struct {
 // classifier; then it applies the verdict to the key and its account.
 func (c *call) attempt(l *lease) (a attempt) {
 	a.lease = l
-	// The caller's code runs here (GetBody, the classifier): if it
-	// panics, the key's slot and the answer's connection are let go of
-	// before the panic goes on.
-	defer func() {
-		if p := recover(); p != nil {
-			if a.resp != nil {
-				discard(a.resp.Body)
-			}
-			l.release()
-			panic(p)
-		}
-	}()
+	defer a.letGoOnPanic()
 	resp, sentTo, err := c.t.send(c, l)
-	if resp == nil && err == nil {
-		err = fmt.Errorf("keypool: the base RoundTripper (%T) returned neither a response nor an error", c.t.base)
-	}
 	a.sentTo = sentTo
 	if a.callerFault = c.faultOf(l, err); a.callerFault != nil {
 		return a
@@ -54,24 +40,33 @@ func (c *call) attempt(l *lease) (a attempt) {
 	a.outcome = classify(resp, err, decodedErrorBody(resp, a.peek), c.t.retryOnReset, c.t.pool.clock)
 	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 && a.outcome.Retry == RetryNo {
 		if bad := c.t.inspect(resp, l); bad != nil {
+			discard(resp.Body)
 			if a.callerFault = c.faultOf(l, bad); a.callerFault != nil {
-				discard(resp.Body)
 				return a
 			}
-			a.outcome, err = rejectAnswer(bad, c.t.retryOnReset), bad
-			discard(resp.Body)
-			resp = nil // not an answer to hand back
+			// Not an answer to hand back.
+			a.outcome, resp, err = rejectAnswer(bad, c.t.retryOnReset), nil, bad
 		}
 	}
 	a.resp, a.err = resp, err
 	if c.t.classifier != nil {
 		a.outcome = c.t.judge(resp, err, a.outcome, l)
 	}
-	if resp != nil {
-		resyncFromHeaders(resp, l.key, c.t.pool.clock.Now())
-	}
-	c.t.pool.report(l, a.outcome, a.status())
+	c.t.pool.report(l, a.outcome, resp)
 	return a
+}
+
+// letGoOnPanic lets go of the key's slot and the answer's connection
+// when the caller's code, which runs during an attempt (GetBody, the
+// classifier), panics; then the panic goes on.
+func (a *attempt) letGoOnPanic() {
+	if p := recover(); p != nil {
+		if a.resp != nil {
+			discard(a.resp.Body)
+		}
+		a.lease.release()
+		panic(p)
+	}
 }
 
 func (a *attempt) status() int {
@@ -144,6 +139,9 @@ func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
 	}
 	k.requests.Add(1)
 	resp, err := t.base.RoundTrip(out)
+	if resp == nil && err == nil {
+		err = fmt.Errorf("keypool: the base RoundTripper (%T) returned neither a response nor an error", t.base)
+	}
 	return normalizeResponse(resp), out.URL, err
 }
 

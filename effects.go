@@ -7,53 +7,88 @@ import (
 	"time"
 )
 
-// report applies the outcome of the attempt made under l to its key and
-// account: the state changes of the decision table.
-func (p *Pool) report(l *lease, o Outcome, status int) {
-	k := l.key
+// report applies the outcome of the attempt made under l, and what its
+// answer's headers say of the account's budgets, to its key and account:
+// the state changes of the decision table.
+func (p *Pool) report(l *lease, o Outcome, resp *http.Response) {
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+		resyncFromHeaders(resp, l.key, p.clock)
+	}
 	switch o.Effect {
-	case EffectOK:
-		k.proven.Store(true)
-		if k.failsInRow.Load() != 0 {
-			k.failsInRow.Store(0)
-		}
-		if status >= 200 && status < 300 {
-			k.successes.Add(1)
-			k.account.succeeded(l.inFlight)
-		} else {
-			k.account.succeeded(0) // it answered, but says nothing of capacity
-		}
+	case EffectOK: // the hot path: it reads no clock
+		p.answered(l, status)
 	case EffectRateLimited:
-		k.rateLimited.Add(1)
-		k.proven.Store(true) // it answered: the key itself is good
-		if o.Wait <= 0 && k.account.overloaded(l.inFlight) {
-			return // a concurrency cap: the lowered limit is the remedy
-		}
-		inRow := k.account.rateLimited()
-		d := o.Wait
-		if d <= 0 {
-			d = doubled(p.cfg.cooldown, int(min(inRow-1, 20)))
-		}
-		k.account.coolDown(p.clock.Now(), min(d, p.cfg.maxCooldown))
+		p.rateLimited(l, o.Wait, p.clock.Now())
 	case EffectKeyRevoked:
-		k.failures.Add(1)
-		k.proven.Store(false)
-		storeLater(&k.offUntil, addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor))
+		p.revoked(l.key, p.clock.Now())
 	case EffectAccountExhausted:
-		k.failures.Add(1)
-		k.account.disable(addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor))
-		for _, other := range p.snap.Load().keys {
-			if other.account == k.account {
-				other.proven.Store(false) // one probe when it comes back
-			}
-		}
+		p.exhausted(l.key, p.clock.Now())
 	case EffectFailure:
-		k.failures.Add(1)
-		if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
-			k.failsInRow.Store(0)
-			k.proven.Store(false)
-			storeLater(&k.ejectedUntil, addNanos(p.clock.Now().UnixNano(), p.cfg.ejectFor))
+		p.failed(l.key, p.clock.Now())
+	}
+}
+
+// answered records an answer that shows the key works: a success, or a
+// refusal of the request itself.
+func (p *Pool) answered(l *lease, status int) {
+	k := l.key
+	k.proven.Store(true)
+	if k.failsInRow.Load() != 0 {
+		k.failsInRow.Store(0)
+	}
+	if status >= 200 && status < 300 {
+		k.successes.Add(1)
+		k.account.succeeded(l.inFlight)
+	} else {
+		k.account.succeeded(0) // it answered, but says nothing of capacity
+	}
+}
+
+// rateLimited records a 429: a learned limit goes down, or the account
+// cools down for wait, or for the default cooldown doubled for each 429
+// in a row when wait is 0.
+func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
+	k := l.key
+	k.rateLimited.Add(1)
+	k.proven.Store(true) // it answered: the key itself is good
+	if wait <= 0 && k.account.overloaded(l.inFlight) {
+		return // a concurrency cap: the lowered limit is the remedy
+	}
+	inRow := k.account.rateLimited()
+	if wait <= 0 {
+		wait = doubled(p.cfg.cooldown, int(min(inRow-1, 20)))
+	}
+	k.account.coolDown(now, min(wait, p.cfg.maxCooldown))
+}
+
+// revoked disables a key the provider refused (401, 403).
+func (p *Pool) revoked(k *keyState, now time.Time) {
+	k.failures.Add(1)
+	k.proven.Store(false)
+	storeLater(&k.offUntil, addNanos(now.UnixNano(), p.cfg.disableFor))
+}
+
+// exhausted disables an account that ran out of money or quota; each of
+// its keys is probed when it comes back.
+func (p *Pool) exhausted(k *keyState, now time.Time) {
+	k.failures.Add(1)
+	k.account.disable(addNanos(now.UnixNano(), p.cfg.disableFor))
+	for _, other := range p.snap.Load().keys {
+		if other.account == k.account {
+			other.proven.Store(false)
 		}
+	}
+}
+
+// failed records a provider failure; enough in a row eject the key.
+func (p *Pool) failed(k *keyState, now time.Time) {
+	k.failures.Add(1)
+	if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
+		k.failsInRow.Store(0)
+		k.proven.Store(false)
+		storeLater(&k.ejectedUntil, addNanos(now.UnixNano(), p.cfg.ejectFor))
 	}
 }
 
@@ -88,14 +123,14 @@ func (p *Pool) Enable(name string) error {
 // resyncFromHeaders lowers the account's RPM and TPM buckets to what the
 // provider says remains, so that its limits are kept before a 429 rather
 // than learnt from one.
-func resyncFromHeaders(resp *http.Response, k *keyState, now time.Time) {
+func resyncFromHeaders(resp *http.Response, k *keyState, c clock) {
 	if !k.account.hasRates() {
 		return
 	}
 	requests := headerInt(resp.Header, "X-Ratelimit-Remaining-Requests")
 	tokens := headerInt(resp.Header, "X-Ratelimit-Remaining-Tokens")
 	if requests >= 0 || tokens >= 0 {
-		k.account.resync(now, requests, tokens)
+		k.account.resync(c.Now(), requests, tokens)
 	}
 }
 

@@ -161,14 +161,14 @@ func TestRepeated429sExtendCooldownUpToCap(t *testing.T) {
 	k := p.snap.Load().keys[0]
 	want := []time.Duration{1, 2, 4, 5, 5}
 	for i, w := range want {
-		p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited}, 429)
+		p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited}, answer(429))
 		if got := p.Stats()[0].CooldownUntil.Sub(c.Now()); got != w*time.Second {
 			t.Errorf("429 #%d: cooldown %v, want %v", i+1, got, w*time.Second)
 		}
 		c.Advance(w * time.Second)
 	}
-	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectOK}, 200)
-	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited}, 429)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectOK}, answer(200))
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited}, answer(429))
 	if got := p.Stats()[0].CooldownUntil.Sub(c.Now()); got != time.Second {
 		t.Errorf("after a success the cooldown is %v, want it back to 1s", got)
 	}
@@ -187,7 +187,7 @@ func TestUnprovenKeyTakesOneRequestAtATime(t *testing.T) {
 	if _, err := acquireFor(p, ctx, &acquireRequest{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("third request: %v, want to wait", err)
 	}
-	p.report(&lease{pool: p, key: a.key}, Outcome{Effect: EffectOK}, 200)
+	p.report(&lease{pool: p, key: a.key}, Outcome{Effect: EffectOK}, answer(200))
 	a.release()
 	for range 5 { // a is proven now: no limit
 		l := mustAcquire(t, p, &acquireRequest{tried: []*keyState{b.key}})
@@ -205,7 +205,7 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 	})
 	proveAll(p)
 	keys := p.snap.Load().keys
-	p.report(&lease{pool: p, key: keys[0]}, Outcome{Effect: EffectAccountExhausted}, 402)
+	p.report(&lease{pool: p, key: keys[0]}, Outcome{Effect: EffectAccountExhausted}, answer(402))
 	st := p.Stats()
 	if st[0].State != StateDisabled || st[1].State != StateDisabled || st[2].State == StateDisabled {
 		t.Fatalf("states after 402: %v %v %v", st[0].State, st[1].State, st[2].State)
@@ -229,14 +229,14 @@ func TestDisableAndAccountExhaustion(t *testing.T) {
 	if err := p.Disable(keys[2].name); err != nil {
 		t.Fatal(err)
 	}
-	p.report(&lease{pool: p, key: keys[0]}, Outcome{Effect: EffectKeyRevoked}, 401)
+	p.report(&lease{pool: p, key: keys[0]}, Outcome{Effect: EffectKeyRevoked}, answer(401))
 	l := mustAcquire(t, p, &acquireRequest{})
 	if l.key != keys[1] {
 		t.Errorf("got %s, want the one key left", l.key.name)
 	}
 	l.release()
 	// Nothing left: fail at once rather than wait for disabled keys.
-	p.report(&lease{pool: p, key: keys[1]}, Outcome{Effect: EffectKeyRevoked}, 401)
+	p.report(&lease{pool: p, key: keys[1]}, Outcome{Effect: EffectKeyRevoked}, answer(401))
 	_, err := acquireFor(p, context.Background(), &acquireRequest{})
 	if !errors.Is(err, ErrNoKeyAvailable) || !strings.Contains(err.Error(), "disabled or ejected") {
 		t.Errorf("all disabled: %v", err)
@@ -248,12 +248,12 @@ func TestEjectionAfterRepeatedFailures(t *testing.T) {
 	proveAll(p)
 	k := p.snap.Load().keys[0]
 	for range 2 {
-		p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectFailure}, 503)
+		p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectFailure}, answer(503))
 	}
 	if p.Stats()[0].State != StateReady {
 		t.Fatal("ejected too soon")
 	}
-	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectFailure}, 503)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectFailure}, answer(503))
 	if st := p.Stats()[0]; st.State != StateEjected || st.Failures != 3 {
 		t.Fatalf("after 3 failures: %v, %d failures", st.State, st.Failures)
 	}
@@ -270,7 +270,7 @@ func TestHeadersResyncTheBuckets(t *testing.T) {
 	h := http.Header{}
 	h.Set("X-Ratelimit-Remaining-Requests", "0")
 	h.Set("X-Ratelimit-Remaining-Tokens", "10")
-	resyncFromHeaders(&http.Response{Header: h}, k, c.Now())
+	resyncFromHeaders(&http.Response{Header: h}, k, c)
 	if n, at, _ := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
 		t.Fatal("took a request the provider said had no budget left")
 	}
@@ -289,7 +289,7 @@ func TestHugeDurationsSaturate(t *testing.T) {
 		p, c := newFakeClockPool(t, keysOf("sk-a", "sk-b"), WithDisableFor(forever))
 		proveAll(p)
 		l := mustAcquire(t, p, &acquireRequest{})
-		p.report(l, Outcome{Effect: EffectKeyRevoked, Retry: RetryNow}, 401)
+		p.report(l, Outcome{Effect: EffectKeyRevoked, Retry: RetryNow}, answer(401))
 		l.release()
 		c.Advance(1000 * time.Hour)
 		for _, st := range p.Stats() {
@@ -303,7 +303,7 @@ func TestHugeDurationsSaturate(t *testing.T) {
 		p, c := newFakeClockPool(t, keysOf("sk-a", "sk-b"), WithEjection(1, forever))
 		proveAll(p)
 		l := mustAcquire(t, p, &acquireRequest{})
-		p.report(l, Outcome{Effect: EffectFailure, Retry: RetryBackoff}, 500)
+		p.report(l, Outcome{Effect: EffectFailure, Retry: RetryBackoff}, answer(500))
 		l.release()
 		c.Advance(1000 * time.Hour)
 		for _, st := range p.Stats() {
@@ -319,7 +319,7 @@ func TestHugeDurationsSaturate(t *testing.T) {
 		l := mustAcquire(t, p, &acquireRequest{})
 		defer l.release()
 		for i := range 40 {
-			p.report(l, Outcome{Effect: EffectRateLimited, Retry: RetryNow}, 429)
+			p.report(l, Outcome{Effect: EffectRateLimited, Retry: RetryNow}, answer(429))
 			if st := p.Stats()[0]; st.State != StateCooling || !st.CooldownUntil.After(c.Now()) {
 				t.Fatalf("after 429 #%d: %v until %v", i+1, st.State, st.CooldownUntil)
 			}

@@ -490,3 +490,9 @@ func (d *portRedirector) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return resp, nil
 }
+
+// answer is an upstream answer with the given status and no headers, for
+// tests that report outcomes to a pool directly.
+func answer(status int) *http.Response {
+	return &http.Response{StatusCode: status, Header: http.Header{}}
+}

@@ -3,6 +3,7 @@ package keypool
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -84,86 +85,129 @@ func validateKeys(keys []Key) ([]Key, map[string]Limits, error) {
 	if len(keys) == 0 {
 		return nil, nil, ErrNoKeys
 	}
-	out := make([]Key, len(keys))
-	secrets := make(map[string]int, len(keys))
-	names := make(map[string]int, len(keys))
-	maskUses := make(map[string]int) // how many keys were numbered after a mask
-	accounts := make(map[string]Limits)
-	accountOwner := make(map[string]int)
 	if err := checkNoSecretShown(keys); err != nil {
 		return nil, nil, err
 	}
+	list := newKeyList(len(keys))
+	out := make([]Key, len(keys))
 	for i, k := range keys {
-		bad := func(format string, args ...any) error {
-			return &ConfigError{Index: i, Key: k.label(), Problem: fmt.Sprintf(format, args...)}
-		}
-		switch {
-		case k.Secret == "":
-			return nil, nil, bad("Secret is empty")
-		case strings.IndexFunc(k.Secret, isSpaceOrControl) >= 0:
-			return nil, nil, bad("Secret contains white space or control characters (a stray newline from a file or variable?)")
-		case strings.ContainsAny(k.Secret, `"'`):
-			return nil, nil, bad("Secret contains a quote (quotes kept from a file or variable?)")
-		case strings.IndexFunc(k.Secret, notASCII) >= 0:
-			return nil, nil, bad("Secret contains a character that is not ASCII (a byte-order mark from a file?)")
-		case math.IsNaN(k.Weight) || math.IsInf(k.Weight, 0):
-			return nil, nil, bad("Weight is %v; want a finite number", k.Weight)
-		case k.Weight < 0:
-			return nil, nil, bad("Weight is %g; want 0 (meaning 1) or more", k.Weight)
-		}
-		if err := k.limits().check(); err != nil {
-			return nil, nil, bad("%v", err)
-		}
-		if j, dup := secrets[k.Secret]; dup {
-			return nil, nil, bad("Secret duplicates key #%d", j)
-		}
-		secrets[k.Secret] = i
-		if k.BaseURL != "" {
-			if err := checkBaseURL(k.BaseURL); err != nil {
-				return nil, nil, bad("BaseURL: %v", err)
-			}
-		}
-		for _, m := range k.Models {
-			if strings.TrimSpace(m) == "" {
-				return nil, nil, bad("Models contains an empty name")
-			}
-			if strings.TrimSpace(m) != m {
-				return nil, nil, bad("Models has %s with white space around it", quoteShort(m))
-			}
-		}
-		if k.Weight == 0 {
-			k.Weight = 1
-		}
-		if k.Name == "" {
-			// Secrets may share their last 4 bytes: number the masks.
-			mask := maskSecret(k.Secret)
-			k.Name = mask
-			for {
-				if _, taken := names[k.Name]; !taken {
-					break
-				}
-				maskUses[mask]++
-				k.Name = fmt.Sprintf("%s(%d)", mask, maskUses[mask]+1)
-			}
-		} else if j, dup := names[k.Name]; dup {
-			return nil, nil, bad("Name %q is already used by key #%d", k.Name, j)
-		}
-		names[k.Name] = i
-		if k.Account != "" {
-			lim := k.limits()
-			prev, seen := accounts[k.Account]
-			merged, err := prev.merge(lim)
-			if err != nil {
-				return nil, nil, bad("Account %q: %v declared by key #%d", k.Account, err, accountOwner[k.Account])
-			}
-			if !seen {
-				accountOwner[k.Account] = i
-			}
-			accounts[k.Account] = merged
+		if err := list.add(i, &k); err != nil {
+			return nil, nil, &ConfigError{Index: i, Key: k.label(), Problem: err.Error()}
 		}
 		out[i] = k
 	}
-	return out, accounts, nil
+	return out, list.accounts, nil
+}
+
+// keyList checks keys one after the other against the ones before them:
+// secrets and names must be unique, and the keys of an account must not
+// declare different limits.
+type keyList struct {
+	secrets  map[string]int // secret → index
+	names    map[string]int // name → index
+	maskUses map[string]int // how many keys were numbered after a mask
+	accounts map[string]Limits
+	owners   map[string]int // account → index of the key that named it first
+}
+
+func newKeyList(n int) *keyList {
+	return &keyList{
+		secrets: make(map[string]int, n), names: make(map[string]int, n), maskUses: make(map[string]int),
+		accounts: make(map[string]Limits), owners: make(map[string]int),
+	}
+}
+
+// add checks k, the key at index i, and normalizes it in place.
+func (l *keyList) add(i int, k *Key) error {
+	if err := k.check(); err != nil {
+		return err
+	}
+	if j, dup := l.secrets[k.Secret]; dup {
+		return fmt.Errorf("Secret duplicates key #%d", j)
+	}
+	l.secrets[k.Secret] = i
+	if k.Weight == 0 {
+		k.Weight = 1
+	}
+	if err := l.name(i, k); err != nil {
+		return err
+	}
+	return l.joinAccount(i, k)
+}
+
+// name gives k its default name, the masked secret (numbered when keys
+// share a mask), or checks that its own is not taken.
+func (l *keyList) name(i int, k *Key) error {
+	if k.Name != "" {
+		if j, dup := l.names[k.Name]; dup {
+			return fmt.Errorf("Name %q is already used by key #%d", k.Name, j)
+		}
+		l.names[k.Name] = i
+		return nil
+	}
+	mask := maskSecret(k.Secret)
+	k.Name = mask
+	for {
+		if _, taken := l.names[k.Name]; !taken {
+			break
+		}
+		l.maskUses[mask]++
+		k.Name = fmt.Sprintf("%s(%d)", mask, l.maskUses[mask]+1)
+	}
+	l.names[k.Name] = i
+	return nil
+}
+
+// joinAccount gathers the limits of k's account.
+func (l *keyList) joinAccount(i int, k *Key) error {
+	if k.Account == "" {
+		return nil
+	}
+	prev, seen := l.accounts[k.Account]
+	merged, err := prev.merge(k.limits())
+	if err != nil {
+		return fmt.Errorf("Account %q: %v declared by key #%d", k.Account, err, l.owners[k.Account])
+	}
+	if !seen {
+		l.owners[k.Account] = i
+	}
+	l.accounts[k.Account] = merged
+	return nil
+}
+
+// check reports the first of the key's own fields that is wrong.
+func (k Key) check() error {
+	switch {
+	case k.Secret == "":
+		return errors.New("Secret is empty")
+	case strings.IndexFunc(k.Secret, isSpaceOrControl) >= 0:
+		return errors.New("Secret contains white space or control characters (a stray newline from a file or variable?)")
+	case strings.ContainsAny(k.Secret, `"'`):
+		return errors.New("Secret contains a quote (quotes kept from a file or variable?)")
+	case strings.IndexFunc(k.Secret, notASCII) >= 0:
+		return errors.New("Secret contains a character that is not ASCII (a byte-order mark from a file?)")
+	case math.IsNaN(k.Weight) || math.IsInf(k.Weight, 0):
+		return fmt.Errorf("Weight is %v; want a finite number", k.Weight)
+	case k.Weight < 0:
+		return fmt.Errorf("Weight is %g; want 0 (meaning 1) or more", k.Weight)
+	}
+	if err := k.limits().check(); err != nil {
+		return err
+	}
+	if k.BaseURL != "" {
+		if err := checkBaseURL(k.BaseURL); err != nil {
+			return fmt.Errorf("BaseURL: %v", err)
+		}
+	}
+	for _, m := range k.Models {
+		switch {
+		case strings.TrimSpace(m) == "":
+			return errors.New("Models contains an empty name")
+		case strings.TrimSpace(m) != m:
+			return fmt.Errorf("Models has %s with white space around it", quoteShort(m))
+		}
+	}
+	return nil
 }
 
 // checkNoSecretShown refuses a Name or Account that is one of the keys'

@@ -1,6 +1,7 @@
 package keypool
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -79,35 +80,49 @@ func parseKeyEntry(entry string) (Key, error) {
 			return k, fmt.Errorf("(%s): %s is given twice", label, canonical)
 		}
 		seen[canonical] = true
-		var err error
-		switch canonical {
-		case "name":
-			k.Name = value
-		case "account":
-			k.Account = value
-		case "base":
-			k.BaseURL = value
-		case "weight":
-			k.Weight, err = strconv.ParseFloat(value, 64)
-		case "rpm":
-			k.RPM, err = strconv.Atoi(value)
-		case "tpm":
-			k.TPM, err = strconv.Atoi(value)
-		case "max":
-			k.MaxConcurrent, err = strconv.Atoi(value)
-		case "models":
-			k.Models = strings.Split(value, "|")
-			for i, m := range k.Models {
-				k.Models[i] = strings.TrimSpace(m)
-			}
-		default:
-			return k, fmt.Errorf("(%s): unknown option %s; known: name, account, base, weight, rpm, tpm, max, models", label, quoteShort(name))
-		}
-		if err != nil {
+		switch err := setOption(&k, canonical, value); {
+		case errors.Is(err, errUnknownOption):
+			return k, fmt.Errorf("(%s): unknown option %s; known: %s", label, quoteShort(name), knownOptions)
+		case err != nil:
 			return k, fmt.Errorf("(%s): %s=%s is not a number", label, name, quoteShort(value))
 		}
 	}
 	return k, nil
+}
+
+// errUnknownOption is setOption's error for a name it does not know.
+var errUnknownOption = errors.New("unknown option")
+
+// knownOptions lists the options, for errors.
+const knownOptions = "name, account, base, weight, rpm, tpm, max, models"
+
+// setOption sets the option named canonical (see optionNames) to value.
+func setOption(k *Key, canonical, value string) error {
+	var err error
+	switch canonical {
+	case "name":
+		k.Name = value
+	case "account":
+		k.Account = value
+	case "base":
+		k.BaseURL = value
+	case "weight":
+		k.Weight, err = strconv.ParseFloat(value, 64)
+	case "rpm":
+		k.RPM, err = strconv.Atoi(value)
+	case "tpm":
+		k.TPM, err = strconv.Atoi(value)
+	case "max":
+		k.MaxConcurrent, err = strconv.Atoi(value)
+	case "models":
+		k.Models = strings.Split(value, "|")
+		for i, m := range k.Models {
+			k.Models[i] = strings.TrimSpace(m)
+		}
+	default:
+		return errUnknownOption
+	}
+	return err
 }
 
 // optionNames maps every accepted spelling of an option to its name.

@@ -35,7 +35,7 @@ func TestWeightsHoldWhenAKeyIsCooling(t *testing.T) {
 	})
 	proveAll(p)
 	keys := p.snap.Load().keys
-	p.report(&lease{pool: p, key: keys[2]}, Outcome{Effect: EffectRateLimited, Wait: time.Hour}, 429)
+	p.report(&lease{pool: p, key: keys[2]}, Outcome{Effect: EffectRateLimited, Wait: time.Hour}, answer(429))
 	counts := map[*keyState]int{}
 	for range 3000 {
 		l := mustAcquire(t, p, &acquireRequest{})

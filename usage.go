@@ -1,6 +1,7 @@
 package keypool
 
 import (
+	"bytes"
 	"encoding/json"
 	"sync"
 )
@@ -60,67 +61,104 @@ const (
 
 const usageKey = `"usage"`
 
+// feed scans the next bytes of the body.
 func (s *usageScanner) feed(p []byte) {
-	for _, c := range p {
+	for len(p) > 0 {
 		switch s.state {
 		case scanSearch:
-			switch {
-			case c == usageKey[s.match]:
-				s.match++
-				if s.match == len(usageKey) {
-					s.state, s.match = scanAfterKey, 0
-				}
-			case c == '"':
-				s.match = 1
-			default:
-				s.match = 0
-			}
+			p = s.search(p)
 		case scanAfterKey:
-			switch c {
-			case ' ', '\t', '\r', '\n', ':':
-			case '{':
-				s.state, s.depth, s.inStr, s.escaped = scanObject, 1, false, false
-				if s.buf == nil {
-					s.buf = capturePool.Get().(*[usageMax]byte)
-				}
-				s.buf[0], s.n = '{', 1
-			default: // "usage": null, or the word in some string
-				s.state = scanSearch
-				if c == '"' {
-					s.match = 1
-				}
+			p = s.afterKey(p)
+		default:
+			p = s.object(p)
+		}
+	}
+}
+
+// search looks for `"usage"` and returns the bytes after it, or none.
+func (s *usageScanner) search(p []byte) []byte {
+	for i := 0; i < len(p); i++ {
+		if s.match == 0 {
+			// Nothing matched: skip to the next quote at once.
+			j := bytes.IndexByte(p[i:], '"')
+			if j < 0 {
+				return nil
 			}
-		case scanObject:
-			if s.n == usageMax {
-				s.state = scanSearch // too large to be a usage object
-				s.done()
-				continue
+			i += j
+		}
+		switch c := p[i]; {
+		case c == usageKey[s.match]:
+			if s.match++; s.match == len(usageKey) {
+				s.state, s.match = scanAfterKey, 0
+				return p[i+1:]
 			}
-			s.buf[s.n] = c
-			s.n++
+		case c == '"':
+			s.match = 1
+		default:
+			s.match = 0
+		}
+	}
+	return nil
+}
+
+// afterKey skips to the '{' that opens the usage object, or goes back to
+// searching ("usage": null, or the word in some string).
+func (s *usageScanner) afterKey(p []byte) []byte {
+	for i, c := range p {
+		switch c {
+		case ' ', '\t', '\r', '\n', ':':
+			continue
+		case '{':
+			s.state, s.depth, s.inStr, s.escaped = scanObject, 1, false, false
+			if s.buf == nil {
+				s.buf = capturePool.Get().(*[usageMax]byte)
+			}
+			s.buf[0], s.n = '{', 1
+		default:
+			s.state = scanSearch
+			if c == '"' {
+				s.match = 1
+			}
+		}
+		return p[i+1:]
+	}
+	return nil
+}
+
+// object captures the usage object up to its closing brace, and parses it.
+func (s *usageScanner) object(p []byte) []byte {
+	for i, c := range p {
+		if s.n == usageMax {
+			s.state = scanSearch // too large to be a usage object
+			s.done()
+			return p[i:]
+		}
+		s.buf[s.n] = c
+		s.n++
+		switch {
+		case s.inStr:
 			switch {
-			case s.inStr:
-				switch {
-				case s.escaped:
-					s.escaped = false
-				case c == '\\':
-					s.escaped = true
-				case c == '"':
-					s.inStr = false
-				}
+			case s.escaped:
+				s.escaped = false
+			case c == '\\':
+				s.escaped = true
 			case c == '"':
-				s.inStr = true
-			case c == '{':
-				s.depth++
-			case c == '}':
-				if s.depth--; s.depth == 0 {
-					s.state = scanSearch
-					s.parse(s.buf[:s.n])
-					s.done()
-				}
+				s.inStr = false
+			}
+		case c == '"':
+			s.inStr = true
+		case c == '{':
+			s.depth++
+		case c == '}':
+			if s.depth--; s.depth == 0 {
+				s.state = scanSearch
+				s.parse(s.buf[:s.n])
+				s.done()
+				return p[i+1:]
 			}
 		}
 	}
+	return nil
 }
 
 // parse reads the token counts of OpenAI's usage object, or of the

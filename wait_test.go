@@ -132,7 +132,7 @@ func TestCooldownEndsAndWakesWaiter(t *testing.T) {
 	p, c := newFakeClockPool(t, []Key{{Secret: "sk-a"}})
 	proveAll(p)
 	k := p.snap.Load().keys[0]
-	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited, Wait: 5 * time.Second}, 429)
+	p.report(&lease{pool: p, key: k}, Outcome{Effect: EffectRateLimited, Wait: 5 * time.Second}, answer(429))
 	st := p.Stats()[0]
 	if st.State != StateCooling || !st.CooldownUntil.Equal(c.Now().Add(5*time.Second)) {
 		t.Fatalf("after 429: %v until %v", st.State, st.CooldownUntil)
@@ -153,7 +153,7 @@ func TestCooldownEndsAndWakesWaiter(t *testing.T) {
 func TestWaitFailsFastWhenNothingFreesInTime(t *testing.T) {
 	p, _ := newFakeClockPool(t, []Key{{Secret: "sk-a"}}, WithMaxWait(time.Second))
 	proveAll(p)
-	p.report(&lease{pool: p, key: p.snap.Load().keys[0]}, Outcome{Effect: EffectRateLimited, Wait: time.Minute}, 429)
+	p.report(&lease{pool: p, key: p.snap.Load().keys[0]}, Outcome{Effect: EffectRateLimited, Wait: time.Minute}, answer(429))
 	_, err := acquireFor(p, context.Background(), &acquireRequest{})
 	var we *WaitError
 	if !errors.As(err, &we) || !errors.Is(err, ErrWaitTimeout) {
@@ -210,7 +210,7 @@ func TestDeadlineShortOfCooldownIsDeadlineExceeded(t *testing.T) {
 	c.mu.Unlock()
 	proveAll(p)
 	l := mustAcquire(t, p, &acquireRequest{})
-	p.report(l, Outcome{Effect: EffectRateLimited, Retry: RetryNow, Wait: time.Minute}, 429)
+	p.report(l, Outcome{Effect: EffectRateLimited, Retry: RetryNow, Wait: time.Minute}, answer(429))
 	l.release()
 	tr := NewTransport(p, WithBase(roundTripFunc(func(*http.Request) (*http.Response, error) {
 		return nil, errors.New("never reached")

@@ -76,6 +76,27 @@ func newFlagSet(cfg *config, out *output, outageSpec *string) *flag.FlagSet {
 	return fs
 }
 
+// check reports the first value of the workload that cannot be used.
+func (cfg config) check() error {
+	switch {
+	case cfg.Keys < 1:
+		return fmt.Errorf("-keys %d: want at least 1", cfg.Keys)
+	case cfg.Cap < 1:
+		return fmt.Errorf("-cap %d: want at least 1", cfg.Cap)
+	case cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0):
+		return fmt.Errorf("-rate %v: want 0 (the default) or more", cfg.Rate)
+	case cfg.Duration <= 0:
+		return fmt.Errorf("-duration %v: want more than 0", cfg.Duration)
+	case cfg.Deadline <= 0:
+		return fmt.Errorf("-deadline %v: want more than 0", cfg.Deadline)
+	case cfg.Latency < 0 || cfg.Jitter < 0:
+		return errors.New("-latency and -jitter must not be negative")
+	case cfg.meanLatency() <= 0 && cfg.Rate == 0:
+		return errors.New("-latency 0 and -jitter 0 make the capacity infinite: give a -rate")
+	}
+	return nil
+}
+
 // parseFlags reads and checks the command line.
 func parseFlags(args []string, stderr io.Writer) (config, output, error) {
 	var cfg config
@@ -89,21 +110,8 @@ func parseFlags(args []string, stderr io.Writer) (config, output, error) {
 	if fs.NArg() > 0 {
 		return cfg, out, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	switch {
-	case cfg.Keys < 1:
-		return cfg, out, fmt.Errorf("-keys %d: want at least 1", cfg.Keys)
-	case cfg.Cap < 1:
-		return cfg, out, fmt.Errorf("-cap %d: want at least 1", cfg.Cap)
-	case cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0):
-		return cfg, out, fmt.Errorf("-rate %v: want 0 (the default) or more", cfg.Rate)
-	case cfg.Duration <= 0:
-		return cfg, out, fmt.Errorf("-duration %v: want more than 0", cfg.Duration)
-	case cfg.Deadline <= 0:
-		return cfg, out, fmt.Errorf("-deadline %v: want more than 0", cfg.Deadline)
-	case cfg.Latency < 0 || cfg.Jitter < 0:
-		return cfg, out, errors.New("-latency and -jitter must not be negative")
-	case cfg.meanLatency() <= 0 && cfg.Rate == 0:
-		return cfg, out, errors.New("-latency 0 and -jitter 0 make the capacity infinite: give a -rate")
+	if err := cfg.check(); err != nil {
+		return cfg, out, err
 	}
 	if cfg.Rate == 0 {
 		cfg.Rate = math.Round(defaultLoad * cfg.capacity())

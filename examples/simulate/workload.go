@@ -89,8 +89,22 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 		return nil, err
 	}
 
-	rec := newRecorder()
 	p.begin(sc.name, len(arr))
+	rec, err := sendArrivals(client, sim.URL, cfg, arr, p)
+	if err != nil {
+		p.end(nil)
+		return nil, err
+	}
+	r := rec.result(sc.name, cfg.Duration)
+	addUpstreamFigures(r, sim, secrets)
+	p.end(r)
+	return r, nil
+}
+
+// sendArrivals sends one request at each moment of arr, each with its
+// own deadline, and records what the callers saw.
+func sendArrivals(client *http.Client, url string, cfg config, arr []time.Duration, p *progress) (*recorder, error) {
+	rec := newRecorder()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, at := range arr {
@@ -105,7 +119,7 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 			arrived := start.Add(at)
 			ctx, cancel := context.WithDeadline(context.Background(), arrived.Add(cfg.Deadline))
 			defer cancel()
-			ok := call(ctx, client, sim.URL)
+			ok := call(ctx, client, url)
 			rec.add(at, time.Since(start), ok)
 			p.tick(ok)
 		}()
@@ -116,12 +130,14 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 	defer stuck.Stop()
 	select {
 	case <-finished:
+		return rec, nil
 	case <-stuck.C:
-		p.end(nil)
 		return nil, fmt.Errorf("requests still running %v after their deadline", runGrace)
 	}
+}
 
-	r := rec.result(sc.name, cfg.Duration)
+// addUpstreamFigures adds to r what the simulator saw.
+func addUpstreamFigures(r *result, sim *fakeupstream.Server, secrets []string) {
 	total := sim.Total()
 	r.Upstream429 = total.RateLimited
 	r.Upstream5xx = total.ServerErrors
@@ -133,8 +149,6 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 		}
 		r.Shares = append(r.Shares, keyShare{Key: fmt.Sprintf("key %d", i), Share: share})
 	}
-	p.end(r)
-	return r, nil
 }
 
 // call sends one chat completion and reports whether it succeeded: a 200
