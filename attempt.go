@@ -88,6 +88,9 @@ func (c *call) faultOf(l *lease, err error) error {
 	if errors.Is(err, ErrRequestBody) {
 		return err
 	}
+	if bad := checkRequestLine(c.req); bad != nil {
+		return bad
+	}
 	return l.sent.fault(c.req.ContentLength)
 }
 
@@ -177,6 +180,9 @@ func stripCredentials(h http.Header, extra int) http.Header {
 // isCredentialHeader reports whether name is one of credentialHeaders,
 // in any case: a client may fill the map without canonical names.
 func isCredentialHeader(name string) bool {
+	if name == "" || (name[0]|0x20 != 'a' && name[0]|0x20 != 'x') {
+		return false // the common case, decided by the first byte
+	}
 	for _, c := range credentialHeaders {
 		if len(name) == len(c) && strings.EqualFold(name, c) {
 			return true

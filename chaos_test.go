@@ -177,8 +177,8 @@ func testChaos(t *testing.T) {
 		t.Errorf("%d request bodies were replayed wrong", m)
 	}
 	for k := range seen {
-		if k.inflight.Load() != 0 || k.account.inFlight() != 0 {
-			t.Errorf("%s: %d in flight on the key, %d on its account, after every call returned", k.name, k.inflight.Load(), k.account.inFlight())
+		if k.inflight.Load() != 0 || k.account.slots.inFlight() != 0 {
+			t.Errorf("%s: %d in flight on the key, %d on its account, after every call returned", k.name, k.inflight.Load(), k.account.slots.inFlight())
 		}
 	}
 	if p.nwait.Load() != 0 || p.waiters.Len() != 0 {

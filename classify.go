@@ -75,7 +75,7 @@ func classify(resp *http.Response, err error, errBody []byte, retryOnReset bool,
 		return Outcome{Effect: EffectFailure, Retry: RetryNo}
 	}
 	o := classifyStatus(resp, errBody, c)
-	switch resp.Header.Get("X-Should-Retry") {
+	switch header(resp.Header, "X-Should-Retry") {
 	case "true":
 		if o.Retry == RetryNo && resp.StatusCode >= 400 {
 			o.Retry = RetryBackoff

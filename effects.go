@@ -40,10 +40,9 @@ func (p *Pool) answered(l *lease, status int) {
 	}
 	if status >= 200 && status < 300 {
 		k.successes.Add(1)
-		k.account.succeeded(l.inFlight)
-	} else {
-		k.account.succeeded(0) // it answered, but says nothing of capacity
+		k.account.slots.succeeded(l.inFlight)
 	}
+	k.account.standing.succeeded()
 }
 
 // rateLimited records a 429: a learned limit goes down, or the account
@@ -53,14 +52,14 @@ func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	k := l.key
 	k.rateLimited.Add(1)
 	k.proven.Store(true) // it answered: the key itself is good
-	if wait <= 0 && k.account.overloaded(l.inFlight) {
+	if wait <= 0 && k.account.slots.overloaded(l.inFlight) {
 		return // a concurrency cap: the lowered limit is the remedy
 	}
-	inRow := k.account.rateLimited()
+	inRow := k.account.standing.rateLimited()
 	if wait <= 0 {
 		wait = doubled(p.cfg.cooldown, int(min(inRow-1, 20)))
 	}
-	k.account.coolDown(now, min(wait, p.cfg.maxCooldown))
+	k.account.standing.coolDown(now, min(wait, p.cfg.maxCooldown))
 }
 
 // revoked disables a key the provider refused (401, 403).
@@ -74,7 +73,7 @@ func (p *Pool) revoked(k *keyState, now time.Time) {
 // its keys is probed when it comes back.
 func (p *Pool) exhausted(k *keyState, now time.Time) {
 	k.failures.Add(1)
-	k.account.disable(addNanos(now.UnixNano(), p.cfg.disableFor))
+	k.account.standing.disable(addNanos(now.UnixNano(), p.cfg.disableFor))
 	for _, other := range p.snap.Load().keys {
 		if other.account == k.account {
 			other.proven.Store(false)
@@ -115,7 +114,7 @@ func (p *Pool) Enable(name string) error {
 	k.ejectedUntil.Store(0)
 	k.failsInRow.Store(0)
 	k.proven.Store(false) // probed again, one request at a time
-	k.account.enable()
+	k.account.standing.enable()
 	p.wake()
 	return nil
 }
@@ -124,13 +123,13 @@ func (p *Pool) Enable(name string) error {
 // provider says remains, so that its limits are kept before a 429 rather
 // than learnt from one.
 func resyncFromHeaders(resp *http.Response, k *keyState, c clock) {
-	if !k.account.hasRates() {
+	if !k.account.budgets.has() {
 		return
 	}
 	requests := headerInt(resp.Header, "X-Ratelimit-Remaining-Requests")
 	tokens := headerInt(resp.Header, "X-Ratelimit-Remaining-Tokens")
 	if requests >= 0 || tokens >= 0 {
-		k.account.resync(c.Now(), requests, tokens)
+		k.account.budgets.resync(c.Now(), requests, tokens)
 	}
 }
 

@@ -2,37 +2,62 @@ package keypool_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 
 	"github.com/keypool/keypool"
-	"github.com/keypool/keypool/internal/fakeupstream"
 	openai "github.com/sashabaranov/go-openai"
 )
+
+// provider stands in for an OpenAI-compatible API: it answers every
+// chat completion, streamed or not, and refuses the secret "sk-revoked-…".
+func provider() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer sk-revoked") {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}`)
+			return
+		}
+		var req struct{ Stream bool }
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, word := range []string{"Hello", " there"} {
+				fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", word)
+			}
+			io.WriteString(w, "data: [DONE]\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello"}}],`+
+			`"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}`)
+	}))
+}
 
 // Example wires a pool of three keys into go-openai. One key has been
 // revoked: it costs one failed attempt, after which the pool disables it
 // and every request goes to the other two.
 func Example() {
-	upstream := fakeupstream.New(fakeupstream.Config{Keys: map[string]fakeupstream.Key{
-		"sk-example-aaaaaaaaaaaa1111": {},
-		"sk-example-bbbbbbbbbbbb2222": {},
-		"sk-example-cccccccccccc3333": {Fault: fakeupstream.FaultRevoked},
-	}})
+	upstream := provider()
 	defer upstream.Close()
 
 	pool, err := keypool.New([]keypool.Key{
 		{Secret: "sk-example-aaaaaaaaaaaa1111", MaxConcurrent: 10},
 		{Secret: "sk-example-bbbbbbbbbbbb2222", MaxConcurrent: 10},
-		{Secret: "sk-example-cccccccccccc3333", MaxConcurrent: 10},
+		{Secret: "sk-revoked-cccccccccccc3333", MaxConcurrent: 10},
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	cfg := openai.DefaultConfig("")
 	cfg.BaseURL = upstream.URL + "/v1"
-	cfg.HTTPClient = &http.Client{Transport: keypool.NewTransport(pool, keypool.WithBase(upstream.Client().Transport))}
+	cfg.HTTPClient = &http.Client{Transport: keypool.NewTransport(pool)}
 	client := openai.NewClientWithConfig(cfg)
 
 	for range 6 {
@@ -51,6 +76,145 @@ func Example() {
 	// sk-…1111 ready: 3 successes, 0 failures
 	// sk-…2222 ready: 3 successes, 0 failures
 	// sk-…3333 disabled: 0 successes, 1 failures
+}
+
+// Example_streaming streams a chat completion. The stream holds its key's
+// in-flight slot until it is read to its end or closed, so streams count
+// against MaxConcurrent for as long as they run.
+func Example_streaming() {
+	upstream := provider()
+	defer upstream.Close()
+	pool, err := keypool.New([]keypool.Key{{Secret: "sk-example-aaaaaaaaaaaa1111", MaxConcurrent: 1}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := openai.DefaultConfig("")
+	cfg.BaseURL = upstream.URL + "/v1"
+	cfg.HTTPClient = &http.Client{Transport: keypool.NewTransport(pool)}
+	client := openai.NewClientWithConfig(cfg)
+
+	stream, err := client.CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{
+		Model:    "deepseek-chat",
+		Messages: []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleUser, Content: "Hello"}},
+		Stream:   true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("in flight while streaming:", pool.Stats()[0].InFlight)
+	var text strings.Builder
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		text.WriteString(chunk.Choices[0].Delta.Content)
+	}
+	stream.Close()
+	fmt.Println(text.String())
+	fmt.Println("in flight once done:", pool.Stats()[0].InFlight)
+	// Output:
+	// in flight while streaming: 1
+	// Hello there
+	// in flight once done: 0
+}
+
+// ExampleParseKeys reads a key list as kept in an environment variable
+// or a file. A Key prints without its secret.
+func ExampleParseKeys() {
+	keys, err := keypool.ParseKeys(`
+# production keys
+sk-aaaa0123456789abcdef;max=50, sk-bbbb0123456789abcdef;weight=2;account=team;rpm=600
+`)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, k := range keys {
+		fmt.Println(k)
+	}
+	_, err = keypool.ParseKeys("sk-aaaa0123456789abcdef,weight=2")
+	fmt.Println(err)
+	// Output:
+	// keypool.Key{sk-…cdef weight=0 rpm=0 tpm=0 max=50}
+	// keypool.Key{sk-…cdef weight=2 rpm=600 tpm=0 max=0}
+	// keypool: invalid configuration: key list entry #2 looks like an option (weight=…); separate a key's options with ';' and keys with ',' or new lines
+}
+
+// ExamplePool_Stats reads what the pool knows of each key: its state,
+// its requests in flight and the outcome of its attempts.
+func ExamplePool_Stats() {
+	upstream := provider()
+	defer upstream.Close()
+	pool, err := keypool.New([]keypool.Key{
+		{Secret: "sk-example-aaaaaaaaaaaa1111", Name: "primary"},
+		{Secret: "sk-revoked-cccccccccccc3333", Name: "old"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := &http.Client{Transport: keypool.NewTransport(pool)}
+	for range 4 {
+		resp, err := client.Post(upstream.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"deepseek-chat","messages":[{"role":"user","content":"Hi"}]}`))
+		if err != nil {
+			log.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	for _, st := range pool.Stats() {
+		fmt.Printf("%-8s %-8s in flight %d, requests %d, successes %d, failures %d, tokens %d\n",
+			st.Name, st.State, st.InFlight, st.Requests, st.Successes, st.Failures, st.Tokens)
+	}
+	// Output:
+	// primary  ready    in flight 0, requests 4, successes 4, failures 0, tokens 40
+	// old      disabled in flight 0, requests 1, successes 0, failures 1, tokens 0
+}
+
+// ExampleWithClassifier changes a verdict: this provider sometimes
+// answers 200 with an error in the body, which keypool would hand over as
+// a success. The classifier reads the body (keypool puts what it reads
+// back for the caller) and has such answers retried on another key.
+func ExampleWithClassifier() {
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer sk-flaky-aaaaaaaaaaaa1111" {
+			io.WriteString(w, `{"error":{"message":"upstream model crashed"}}`)
+			return
+		}
+		io.WriteString(w, `{"choices":[{"message":{"content":"Hello"}}]}`)
+	}))
+	defer flaky.Close()
+	pool, err := keypool.New([]keypool.Key{
+		{Secret: "sk-flaky-aaaaaaaaaaaa1111", Weight: 100}, // picked first
+		{Secret: "sk-sound-bbbbbbbbbbbb2222"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	errorIn200 := func(resp *http.Response, err error, def keypool.Outcome) keypool.Outcome {
+		if resp == nil || resp.StatusCode != http.StatusOK {
+			return def
+		}
+		var body struct{ Error *struct{ Message string } }
+		if json.NewDecoder(resp.Body).Decode(&body) == nil && body.Error != nil {
+			return keypool.Outcome{Effect: keypool.EffectFailure, Retry: keypool.RetryNow}
+		}
+		return def
+	}
+	client := &http.Client{Transport: keypool.NewTransport(pool, keypool.WithClassifier(errorIn200))}
+	resp, err := client.Post(flaky.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"m","messages":[]}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output:
+	// {"choices":[{"message":{"content":"Hello"}}]}
 }
 
 // ExampleNew shows the error for a bad key list: it names the key by its

@@ -25,10 +25,10 @@ func (t *Transport) inspect(resp *http.Response, l *lease) error {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return nil
 	}
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
+	if encoded(resp.Header) {
 		return nil // what it holds can't be read without decoding it
 	}
-	switch ct := resp.Header.Get("Content-Type"); {
+	switch ct := header(resp.Header, "Content-Type"); {
 	case isMediaType(ct, "text/event-stream"):
 		if t.firstTokenTimeout > 0 {
 			return t.awaitFirstData(resp, l)

@@ -17,7 +17,7 @@ type keyState struct {
 	// their length, so an append by anyone copies rather than writes here.
 	bearerHeader []string
 	secretHeader []string
-	account      accountState
+	account      *account
 	target       *url.URL            // from Key.BaseURL; nil sends to the request's URL
 	models       map[string]struct{} // nil serves every model
 
@@ -40,7 +40,7 @@ type keyState struct {
 // disabledForever marks a key or account disabled until Pool.Enable.
 const disabledForever = int64(1<<63 - 1)
 
-func newKeyState(k Key, acct accountState, lim Limits) *keyState {
+func newKeyState(k Key, acct *account, lim Limits) *keyState {
 	k.setLimits(lim)
 	ks := &keyState{
 		cfg:          k,
@@ -84,7 +84,7 @@ func (k *keyState) home(origin *url.URL) *url.URL {
 // not worth waiting for (disabled or ejected, itself or its account), in
 // unix nanoseconds, or 0.
 func (k *keyState) disabledUntil() int64 {
-	return max(k.offUntil.Load(), k.ejectedUntil.Load(), k.account.disabledUntil())
+	return max(k.offUntil.Load(), k.ejectedUntil.Load(), k.account.standing.disabledUntil())
 }
 
 // tryTake claims a slot on the key for a request needing tokens and
@@ -97,7 +97,7 @@ func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt i
 	if at := k.disabledUntil(); at > ns {
 		return 0, at, true
 	}
-	if at := k.account.cooldownUntil(); at > ns {
+	if at := k.account.standing.cooldownUntil(); at > ns {
 		return 0, at, false
 	}
 	if k.proven.Load() {
@@ -118,6 +118,6 @@ func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt i
 
 // put returns a slot claimed by tryTake.
 func (k *keyState) put() {
-	k.account.put()
+	k.account.slots.put()
 	k.inflight.Add(-1)
 }

@@ -47,8 +47,7 @@ func (l *lease) attach(resp *http.Response) {
 	l.answered = resp.StatusCode >= 200 && resp.StatusCode < 300
 	// An encoded body cannot be scanned for usage without decoding it:
 	// the scanner stands aside.
-	ce := resp.Header.Get("Content-Encoding")
-	l.scan = (ce == "" || ce == "identity") && resp.StatusCode != http.StatusSwitchingProtocols
+	l.scan = !encoded(resp.Header) && resp.StatusCode != http.StatusSwitchingProtocols
 }
 
 // takeAhead returns rc with the bytes read ahead of it in front, and
@@ -77,9 +76,9 @@ func (l *lease) release() {
 		switch {
 		case !l.answered:
 			// Refused or failed: the provider counted nothing.
-			l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, 0)
+			l.key.account.budgets.settle(l.pool.clock.Now(), l.tokens, 0)
 		case found:
-			l.key.account.settleTokens(l.pool.clock.Now(), l.tokens, used)
+			l.key.account.budgets.settle(l.pool.clock.Now(), l.tokens, used)
 		}
 		// An answer without usage keeps its reservation as the
 		// estimate of what it used.

@@ -52,7 +52,7 @@ func TestFailedAttemptsGiveTheirTokensBack(t *testing.T) {
 		t.Fatalf("attempts went to %v", got)
 	}
 	for i, want := range []float64{60000, 60000 - 10} {
-		if got := p.snap.Load().keys[i].account.(*localAccount).tpm.Load().tokens; got != want {
+		if got := p.snap.Load().keys[i].account.budgets.tpm.Load().tokens; got != want {
 			t.Errorf("key %d: TPM bucket holds %v, want %v", i, got, want)
 		}
 	}

@@ -85,7 +85,7 @@ func New(keys []Key, opts ...Option) (*Pool, error) {
 // already has state in existing join it.
 func (p *Pool) buildKeys(keys []Key, limits map[string]Limits, existing []*keyState) []*keyState {
 	now := p.clock.Now()
-	accounts := make(map[string]accountState)
+	accounts := make(map[string]*account)
 	for _, k := range existing {
 		if k.cfg.Account != "" {
 			accounts[k.cfg.Account] = k.account
@@ -94,13 +94,13 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]Limits, existing []*keySt
 	states := make([]*keyState, len(keys))
 	for i, k := range keys {
 		lim := k.limits()
-		var acct accountState
+		var acct *account
 		if k.Account == "" {
-			acct = newLocalAccount(lim, p.cfg.adaptive, now)
+			acct = newAccount(lim, p.cfg.adaptive, now)
 		} else {
 			lim = limits[k.Account]
 			if acct = accounts[k.Account]; acct == nil {
-				acct = newLocalAccount(lim, p.cfg.adaptive, now)
+				acct = newAccount(lim, p.cfg.adaptive, now)
 				accounts[k.Account] = acct
 			}
 		}

@@ -101,7 +101,7 @@ func TestBodylessRequests(t *testing.T) {
 		}
 		readAll(t, resp)
 	}
-	if got := p.snap.Load().keys[0].account.(*localAccount).tpm.Load().tokens; got != 2000 {
+	if got := p.snap.Load().keys[0].account.budgets.tpm.Load().tokens; got != 2000 {
 		t.Errorf("TPM bucket holds %v after 10 body-less requests, want 2000", got)
 	}
 }

@@ -6,12 +6,10 @@ import (
 	"strings"
 )
 
-// checkRequest refuses a request that net/http would refuse to send, as
+// checkRequest refuses a request that cannot be sent anywhere, as
 // http.Transport does, so that the caller's mistake fails at once and is
 // never taken for a key's failure: a missing URL or Header, a scheme
-// other than http or https, no host, a bad method, or a header name or
-// value that cannot go on the wire (a value ending in a new line read
-// from a file, say).
+// other than http or https, no host.
 func checkRequest(req *http.Request) error {
 	switch {
 	case req.URL == nil:
@@ -23,7 +21,16 @@ func checkRequest(req *http.Request) error {
 			ErrInvalidRequest, quoteShort(req.URL.Scheme))
 	case req.URL.Host == "":
 		return fmt.Errorf("%w: no host in the request URL", ErrInvalidRequest)
-	case req.Method != "" && !isToken(req.Method):
+	}
+	return nil
+}
+
+// checkRequestLine finds what else makes net/http refuse a request: a bad
+// method, or a header name or value that cannot go on the wire (a value
+// ending in a new line read from a file, say). It costs a pass over every
+// header, so it runs only to explain an attempt that failed.
+func checkRequestLine(req *http.Request) error {
+	if req.Method != "" && !isToken(req.Method) {
 		return fmt.Errorf("%w: invalid method %s", ErrInvalidRequest, quoteShort(req.Method))
 	}
 	for name, values := range req.Header {
@@ -65,6 +72,23 @@ func validHeaderValue(v string) bool {
 		}
 	}
 	return true
+}
+
+// header returns the first value of the header with the canonical name
+// key. Unlike http.Header.Get it does not canonicalize key, which costs
+// on every request; net/http stores received headers canonically.
+func header(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// encoded reports whether an answer's body has a content encoding that
+// must be undone before its bytes can be read as text.
+func encoded(h http.Header) bool {
+	ce := header(h, "Content-Encoding")
+	return ce != "" && ce != "identity"
 }
 
 // closeRequestBody closes the body of a request that is refused, as a

@@ -85,11 +85,11 @@ func (p *Pool) Stats() []KeyStats {
 			Successes:   k.successes.Load(),
 			RateLimited: k.rateLimited.Load(),
 			Failures:    k.failures.Load(),
-			Limit:       k.account.limit(),
+			Limit:       int(k.account.slots.limit()),
 			Tokens:      k.tokens.Load(),
 		}
-		off := max(k.offUntil.Load(), k.account.disabledUntil())
-		cool := k.account.cooldownUntil()
+		off := max(k.offUntil.Load(), k.account.standing.disabledUntil())
+		cool := k.account.standing.cooldownUntil()
 		switch {
 		case off > now:
 			st.State, st.DisabledUntil = StateDisabled, time.Unix(0, off)

@@ -1,7 +1,7 @@
 // Command openai-go sends one chat completion through keypool with
 // github.com/openai/openai-go.
 //
-// With KEYPOOL_KEYS (comma-separated secrets) and KEYPOOL_BASE_URL set it
+// With KEYPOOL_KEYS (a key list in ParseKeys syntax) and KEYPOOL_BASE_URL set it
 // talks to that provider; without them, to the built-in simulator.
 package main
 
@@ -20,19 +20,20 @@ import (
 )
 
 func main() {
-	secrets, baseURL := strings.Split(os.Getenv("KEYPOOL_KEYS"), ","), os.Getenv("KEYPOOL_BASE_URL")
+	list, baseURL := os.Getenv("KEYPOOL_KEYS"), os.Getenv("KEYPOOL_BASE_URL")
 	base := http.DefaultTransport
-	if os.Getenv("KEYPOOL_KEYS") == "" || baseURL == "" {
-		secrets = []string{"sk-demo-aaaaaaaaaaaaaaaa0001", "sk-demo-bbbbbbbbbbbbbbbb0002"}
+	if list == "" || baseURL == "" {
+		secrets := []string{"sk-demo-aaaaaaaaaaaaaaaa0001", "sk-demo-bbbbbbbbbbbbbbbb0002"}
+		list = strings.Join(secrets, ";max=50,") + ";max=50"
 		sim := fakeupstream.New(fakeupstream.Config{Keys: map[string]fakeupstream.Key{secrets[0]: {}, secrets[1]: {}}})
 		defer sim.Close()
 		baseURL, base = sim.URL+"/v1/", sim.Client().Transport
 		fmt.Println("KEYPOOL_KEYS or KEYPOOL_BASE_URL not set: using the simulator")
 	}
 
-	keys := make([]keypool.Key, len(secrets))
-	for i, s := range secrets {
-		keys[i] = keypool.Key{Secret: strings.TrimSpace(s), MaxConcurrent: 50}
+	keys, err := keypool.ParseKeys(list) // for example "sk-a;max=50, sk-b;max=50;weight=2"
+	if err != nil {
+		log.Fatal(err)
 	}
 	pool, err := keypool.New(keys)
 	if err != nil {
