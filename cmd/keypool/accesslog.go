@@ -42,7 +42,7 @@ func accessLog(log *slog.Logger, next http.Handler) http.Handler {
 				slog.String("path", path),
 				slog.Int("status", status),
 				slog.Int64("bytes", rec.bytes),
-				slog.Duration("dur", time.Since(start)),
+				slog.Float64("ms", float64(time.Since(start).Microseconds())/1000),
 				slog.String("remote", r.RemoteAddr),
 				slog.Bool("aborted", p != nil))
 			if p != nil {

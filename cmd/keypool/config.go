@@ -95,7 +95,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		return config{}, fmt.Errorf("%w: %v", errUsage, err) // flag has printed it
 	}
 	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected argument %q; configuration comes from flags and KEYPOOL_* variables", fs.Arg(0))
+		return config{}, fmt.Errorf("unexpected argument %s; configuration comes from flags and KEYPOOL_* variables", shown(fs.Arg(0)))
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -160,7 +160,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	case "json":
 		cfg.logFormat = "json"
 	default:
-		return config{}, fmt.Errorf("%s is %q; want text or json", from, format)
+		return config{}, fmt.Errorf("%s is %s; want text or json", from, shown(format))
 	}
 	return cfg, nil
 }
@@ -172,17 +172,18 @@ func parseUpstream(raw, from string) (*url.URL, error) {
 	if raw == "" {
 		return nil, nil
 	}
+	// The value is not repeated in errors: a key pasted into the wrong
+	// variable must not be printed.
 	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s is not a URL", from) // the parse error would quote it
-	}
 	switch {
-	case u.User != nil:
-		return nil, fmt.Errorf("%s %s holds credentials; put keys in KEYPOOL_KEYS", from, u.Redacted())
+	case err != nil:
+		return nil, fmt.Errorf("%s is not a URL", from)
 	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("%s %s: the scheme must be http or https", from, u.Redacted())
+		return nil, fmt.Errorf("%s: the scheme must be http or https, as in https://api.deepseek.com", from)
+	case u.User != nil:
+		return nil, fmt.Errorf("%s holds credentials (user@ or user:password@); put keys in KEYPOOL_KEYS", from)
 	case u.Host == "":
-		return nil, fmt.Errorf("%s %s has no host", from, u.Redacted())
+		return nil, fmt.Errorf("%s has no host", from)
 	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
 		return nil, fmt.Errorf("%s: a query or fragment is not allowed in the base URL", from)
 	}
@@ -194,7 +195,7 @@ func parseAddr(raw, from string) (string, error) {
 		return "", nil
 	}
 	if _, port, err := net.SplitHostPort(raw); err != nil || port == "" {
-		return "", fmt.Errorf("%s is %q; want host:port, such as 127.0.0.1:8787", from, raw)
+		return "", fmt.Errorf("%s is %s; want host:port, such as 127.0.0.1:8787", from, shown(raw))
 	}
 	return raw, nil
 }
@@ -241,7 +242,7 @@ func parseDuration(raw, from string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(raw)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s is %q; want a positive duration such as 30s", from, raw)
+		return 0, fmt.Errorf("%s is %s; want a positive duration such as 30s", from, shown(raw))
 	}
 	return d, nil
 }
@@ -252,9 +253,18 @@ func parseSize(raw, from string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%s is %q; want a positive number of bytes", from, raw)
+		return 0, fmt.Errorf("%s is %s; want a positive number of bytes", from, shown(raw))
 	}
 	return n, nil
+}
+
+// shown quotes a bad value in an error, unless it is long enough to be a
+// secret put in the wrong place.
+func shown(s string) string {
+	if len(s) > 16 {
+		return fmt.Sprintf("(%d bytes, not shown)", len(s))
+	}
+	return strconv.Quote(s)
 }
 
 // settingError names the setting a library error is about, without the

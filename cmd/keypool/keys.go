@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -54,17 +56,19 @@ func keySourceFrom(get lookup, flagGiven bool) (keySource, error) {
 func (s keySource) load() ([]keypool.Key, error) {
 	list := s.inline
 	if s.file != "" {
+		// Errors leave the path out (the operator knows it), in case a
+		// key was put where the path belongs.
 		f, err := os.Open(s.file)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.from, err)
+			return nil, fmt.Errorf("%s: cannot open the file: %w", s.from, pathless(err))
 		}
 		b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.from, err)
+			return nil, fmt.Errorf("%s: cannot read the file: %w", s.from, pathless(err))
 		}
 		if len(b) > maxKeyFileBytes {
-			return nil, fmt.Errorf("%s %s is larger than %d bytes", s.from, s.file, maxKeyFileBytes)
+			return nil, fmt.Errorf("%s: the file is larger than %d bytes", s.from, maxKeyFileBytes)
 		}
 		list = string(b)
 	}
@@ -100,4 +104,13 @@ func checkKeys(cfg *config, from string, keys []keypool.Key) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// pathless drops the path from a file system error.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
