@@ -77,4 +77,3 @@ func (c *child) waitLog(t *testing.T, msg string) map[string]any {
 	})
 	return found
 }
-

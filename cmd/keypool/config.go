@@ -24,7 +24,7 @@ const (
 // proxy. Tests shorten them through config.
 const (
 	headerTimeout  = 10 * time.Second // to send the request line and headers
-	bodyTimeout    = 60 * time.Second // to send the whole request body
+	bodyTimeout    = 60 * time.Second // to send the whole request, body included
 	idleTimeout    = 90 * time.Second // for a kept-alive connection between requests
 	maxHeaderBytes = 64 << 10
 )

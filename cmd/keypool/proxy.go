@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keypool/keypool"
@@ -51,17 +52,30 @@ func newProxy(upstream *url.URL, rt http.RoundTripper, log *slog.Logger, maxBody
 			pr.Out.URL.User = nil
 			pr.Out.Host = ""
 			for _, h := range clientOnlyHeaders {
-				pr.Out.Header.Del(h)
+				delete(pr.Out.Header, h) // canonical already; Del would canonicalize again
 			}
 		},
-		Transport:     rt,
-		FlushInterval: -1, // every SSE event goes out as it arrives
+		Transport: rt,
+		// 0 flushes SSE (by its Content-Type) and answers of unknown
+		// length after every write, so each event goes out as it arrives,
+		// and lets an answer of known length go out in one write.
+		FlushInterval: 0,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			proxyError(w, r, err, log, maxBody)
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:   slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BufferPool: copyBuffers,
 	}
 }
+
+// copyBuffers spares every response a fresh 32 KiB copy buffer, the
+// ReverseProxy's default.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return b.pool.Get().(*[32 << 10]byte)[:] }
+func (b *bufferPool) Put(p []byte) { b.pool.Put((*[32 << 10]byte)(p)) }
 
 // statusClientClosedRequest is nginx's status for a client that went
 // away before the answer; it is only ever logged.

@@ -87,13 +87,14 @@ func (s *server) httpServer(h http.Handler) *http.Server {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			s.active.Add(1)
 			defer s.active.Add(-1)
-			limitBodyTime(w, r, s.cfg.bodyTimeout)
+			liftReadDeadline(w, r)
 			logged.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: s.cfg.headerTimeout,
+		ReadTimeout:       s.cfg.bodyTimeout, // lifted once the body is read: see slowclient.go
 		IdleTimeout:       s.cfg.idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		// No ReadTimeout or WriteTimeout: either would cut long streams.
+		// No WriteTimeout: it would cut long streams.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }

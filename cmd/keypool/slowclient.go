@@ -9,30 +9,29 @@ import (
 )
 
 // Slow clients. ReadHeaderTimeout bounds the request line and headers,
-// IdleTimeout a kept-alive connection between requests. The body needs a
-// deadline of its own: http.Server's ReadTimeout would also apply while a
-// stream is being answered, and cancel it, because net/http reads ahead
-// on the connection to notice a client that goes away. So the body gets a
-// read deadline that is cleared once it has been read to its end.
+// IdleTimeout a kept-alive connection between requests, and ReadTimeout
+// the whole request, body included. But net/http reads ahead on the
+// connection once the body is read, to notice a client that goes away,
+// and that read-ahead would also meet ReadTimeout and cancel an answer
+// still streaming. So the read deadline is lifted as soon as the body has
+// been read to its end, or at once for a request without a body.
 //
 // keypool reads a request's whole body before it takes a key, so a slow
 // body never holds a key's slot; the deadline frees the connection too.
 
-// limitBodyTime gives the client d to send r's body, if it has one.
-func limitBodyTime(w http.ResponseWriter, r *http.Request, d time.Duration) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return // net/http already reads ahead: a deadline now would end the request
-	}
+// liftReadDeadline lifts ReadTimeout's deadline once r's body is read.
+func liftReadDeadline(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(d)) != nil {
+	if r.Body == nil || r.Body == http.NoBody {
+		rc.SetReadDeadline(time.Time{})
 		return
 	}
 	r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 }
 
-// deadlineBody clears the read deadline when the body ends, and marks a
+// deadlineBody lifts the read deadline when the body ends, and marks a
 // read that hit it. net/http starts its read-ahead on the read that
-// reaches the end, just before the deadline is cleared: a body that
+// reaches the end, just before the deadline is lifted: a body that
 // arrives within microseconds of its deadline may still see its request
 // cancelled, which only a client that slow can cause.
 type deadlineBody struct {
