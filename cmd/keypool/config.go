@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -44,6 +45,9 @@ type config struct {
 	check           bool
 
 	headerTimeout, bodyTimeout, idleTimeout time.Duration
+	// upstreamTransport, when set, replaces the connections to the
+	// upstream; benchmarks put a stub here.
+	upstreamTransport http.RoundTripper
 }
 
 // setting is one option, read from a flag or else from the environment.

@@ -21,7 +21,7 @@ type server struct {
 	cfg    config
 	log    *slog.Logger
 	pool   *keypool.Pool
-	base   *http.Transport // the upstream connections keypool sends on
+	base   http.RoundTripper // the upstream connections keypool sends on
 	keys   *liveKeys
 	tokens *tokenSet
 
@@ -48,9 +48,12 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 		cfg:    cfg,
 		log:    log,
 		pool:   pool,
-		base:   newUpstreamTransport(),
+		base:   cfg.upstreamTransport,
 		keys:   newLiveKeys(keys, names),
 		tokens: newTokenSet(cfg.tokens),
+	}
+	if s.base == nil {
+		s.base = newUpstreamTransport()
 	}
 	rt := keypool.NewTransport(pool, keypool.WithBase(s.base), keypool.WithMaxBodyBytes(cfg.maxBodyBytes))
 	proxy := proxyHandler(newProxy(cfg.upstream, rt, log, cfg.maxBodyBytes), cfg.maxBodyBytes)
@@ -225,7 +228,9 @@ func (s *server) shutdown(signals <-chan os.Signal) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	s.base.CloseIdleConnections()
+	if c, ok := s.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 	s.log.Info("stopped")
 }
 
