@@ -154,10 +154,11 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	if cfg.maxBodyBytes == 0 {
 		cfg.maxBodyBytes = defaultMaxBodyBytes
 	}
-	cfg.redisURL, _ = get("KEYPOOL_REDIS_URL")
-	if _, err := storeOptions(get("KEYPOOL_REDIS_URL")); err != nil {
+	redis, redisFrom := get("KEYPOOL_REDIS_URL")
+	if _, err := storeOptions(redis, redisFrom); err != nil {
 		return config{}, err
 	}
+	cfg.redisURL = redis
 	switch format, from := get("KEYPOOL_LOG_FORMAT"); format {
 	case "", "text":
 		cfg.logFormat = "text"

@@ -106,7 +106,7 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error, log *slog.Log
 	case errors.Is(err, keypool.ErrNoKeyAvailable):
 		log.Warn("no key can serve the request", "path", r.URL.Path, "err", err)
 		writeAPIError(w, http.StatusServiceUnavailable, "server_error", "no_key_available",
-			"No API key of the proxy can serve this request now: every key is disabled or ejected.")
+			"No API key of the proxy can serve this request now: every key that serves its model is disabled or ejected.")
 	case errors.As(err, &wait) && errors.Is(err, keypool.ErrWaitTimeout):
 		log.Warn("gave up waiting for a key", "path", r.URL.Path, "err", err)
 		if !wait.Earliest.IsZero() {
