@@ -313,7 +313,3 @@ func binary(t testing.TB) string {
 	}
 	return path
 }
-
-func fmtValue(v any) string { return fmt.Sprintf("%v", v) }
-
-func itoa(n int) string { return fmt.Sprint(n) }

@@ -30,8 +30,8 @@ var unknownUpstream = &url.URL{Scheme: "https", Host: "upstream.invalid"}
 // disable a good key, so a client could disable every key in turn.
 // Accept-Encoding is dropped so that the upstream connection negotiates
 // compression itself and bodies reach keypool decoded, where it reads
-// their usage to settle TPM reservations. Upgrade is refused (see
-// handler), and dropped here as well.
+// their usage to settle TPM reservations. Upgrades are refused (see
+// refusesUpgrade), and their headers dropped here as well.
 var clientOnlyHeaders = []string{
 	"Authorization", "Api-Key", "X-Api-Key", "Proxy-Authorization",
 	"Openai-Organization", "Openai-Project",

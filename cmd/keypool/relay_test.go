@@ -53,6 +53,7 @@ func TestClientCredentialsNeverReachUpstream(t *testing.T) {
 		"Proxy-Authorization": {"Basic " + token},
 		"X-Forwarded-For":     {"10.0.0.1"},
 		"X-Request-Id":        {"kept"},
+		"Accept-Encoding":     {"br"},
 	})
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
@@ -70,6 +71,9 @@ func TestClientCredentialsNeverReachUpstream(t *testing.T) {
 		if v := r.Header.Get(h); v != "" {
 			t.Errorf("upstream got %s: %q", h, v)
 		}
+	}
+	if got := r.Header.Get("Accept-Encoding"); got != "gzip" {
+		t.Errorf("upstream Accept-Encoding = %q, want the proxy's own gzip: keypool reads usage from decoded bodies", got)
 	}
 	var dump strings.Builder
 	r.Header.Write(&dump)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -241,14 +242,12 @@ func summarize(p *reloadPlan) string {
 	var parts []string
 	add := func(name string, v any, n int) {
 		if n > 0 {
-			parts = append(parts, name+"="+strings.TrimPrefix(strings.TrimPrefix(fmtValue(v), "[]main."), ""))
+			parts = append(parts, fmt.Sprintf("%s=%v", name, v))
 		}
 	}
 	add("limits", p.limits, len(p.limits))
 	add("weights", p.weights, len(p.weights))
-	if len(p.add) > 0 {
-		parts = append(parts, "add="+itoa(len(p.add)))
-	}
+	add("add", len(p.add), len(p.add))
 	add("gone", p.gone, len(p.gone))
 	add("replaced", p.replaced, len(p.replaced))
 	return strings.Join(parts, " ")

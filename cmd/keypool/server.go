@@ -32,8 +32,7 @@ type server struct {
 
 // newServer builds the proxy for a checked configuration and key list.
 func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error) {
-	names, err := checkKeys(&cfg, cfg.keys.from, keys)
-	if err != nil {
+	if _, err := checkKeys(&cfg, cfg.keys.from, keys); err != nil {
 		return nil, err
 	}
 	opts, err := storeOptions(cfg.redisURL, "KEYPOOL_REDIS_URL")
@@ -43,6 +42,10 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 	pool, err := keypool.New(keys, opts...)
 	if err != nil {
 		return nil, &settingError{cfg.keys.from, err}
+	}
+	var names []string // as the pool calls the keys, for reloads
+	for _, st := range pool.Stats() {
+		names = append(names, st.Name)
 	}
 	s := &server{
 		cfg:    cfg,
