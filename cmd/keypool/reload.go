@@ -51,7 +51,7 @@ type reloadPlan struct {
 
 type limitChange struct {
 	name string
-	to   limits
+	to   keypool.Limits
 }
 
 type weightChange struct {
@@ -142,7 +142,7 @@ func weightOf(k keypool.Key) float64 {
 func (p *reloadPlan) apply(pool *keypool.Pool, entries []keyEntry) ([]keyEntry, error) {
 	entries = slices.Clone(entries)
 	for _, c := range p.limits {
-		if err := setLimits(pool, c.name, c.to); err != nil {
+		if err := pool.SetLimits(c.name, c.to); err != nil {
 			return entries, err
 		}
 	}
