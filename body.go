@@ -36,10 +36,10 @@ func (b *replayBody) init(req *http.Request, limit int64) error {
 	stop := context.AfterFunc(req.Context(), func() { req.Body.Close() })
 	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 	stop()
-	if ctxErr := req.Context().Err(); err != nil && ctxErr != nil {
-		return ctxErr
-	}
-	switch {
+	switch ctxErr := req.Context().Err(); {
+	case err != nil && ctxErr != nil:
+		// Either may have caused the other: keep both.
+		return fmt.Errorf("%w: reading it failed: %w (the request's context ended: %w)", ErrRequestBody, err, ctxErr)
 	case err != nil:
 		return fmt.Errorf("%w: reading it failed: %w", ErrRequestBody, err)
 	case int64(len(buf)) > limit:
