@@ -1,0 +1,157 @@
+package fakeupstream
+
+import (
+	"encoding/json"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"time"
+)
+
+// refuse writes the answer of a request that was not admitted and
+// reports whether it did; it writes nothing for an admitted one.
+func refuse(w http.ResponseWriter, d decision) bool {
+	switch d.kind {
+	case answerReset:
+		resetConnection(w)
+	case answerResetAfterHeaders:
+		writeCutShort(w)
+	case answerGarbage:
+		w.WriteHeader(http.StatusBadGateway)
+		w.Write(d.garbage)
+	case answerError:
+		writeError(w, d.err, d.header)
+	default:
+		return false
+	}
+	return true
+}
+
+// answer writes an admitted request's answer, after its latency, and
+// counts it when it was sent whole.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *call, d decision, release func()) {
+	copyHeader(w.Header(), d.header)
+	if d.key.Fault == FaultSlowHeaders && !sleepCtx(r, 300*time.Millisecond) {
+		return
+	}
+	var sent bool
+	switch {
+	case c.stream:
+		sent = s.stream(w, r, d.key, c, release)
+	case d.key.EmptyAnswers:
+		sleepCtx(r, d.latency)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "\n\n   \n")
+	default:
+		sent = writeCompletion(w, r, c, d.latency, release)
+	}
+	if sent {
+		s.countOK(c)
+	}
+}
+
+// countOK counts a request answered in full and the tokens it was billed.
+func (s *Server) countOK(c *call) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cnt := s.countsLocked(c.secret)
+	cnt.OK++
+	cnt.PromptTokens += c.prompt
+	cnt.CompletionTokens += c.completion
+}
+
+// writeCompletion writes a chat completion after the latency and
+// reports whether it did.
+func writeCompletion(w http.ResponseWriter, r *http.Request, c *call, latency time.Duration, release func()) bool {
+	if !sleepCtx(r, latency) {
+		return false
+	}
+	// The answer is complete: the provider frees the slot before the
+	// last bytes reach the client.
+	release()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(completion(c.model, c.prompt, c.completion))
+	return true
+}
+
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+func completion(model string, prompt, completionTokens int) map[string]any {
+	return map[string]any{
+		"id":      "chatcmpl-sim",
+		"object":  "chat.completion",
+		"created": 1700000000,
+		"model":   model,
+		"choices": []map[string]any{{
+			"index":         0,
+			"message":       map[string]string{"role": "assistant", "content": "Hello from the simulator."},
+			"finish_reason": "stop",
+		}},
+		"usage": usage{prompt, completionTokens, prompt + completionTokens},
+	}
+}
+
+// writeError writes an error in OpenAI's shape, with the headers h.
+func writeError(w http.ResponseWriter, e apiError, h http.Header) {
+	copyHeader(w.Header(), h)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
+		"message": e.message, "type": e.errType, "param": nil, "code": e.code,
+	}})
+}
+
+// writeCutShort sends a 200's headers and the first bytes of a body,
+// then resets the connection.
+func writeCutShort(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, `{"id":`)
+	w.(http.Flusher).Flush()
+	resetConnection(w)
+}
+
+// copyHeader sets every header of src in dst.
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
+}
+
+// resetConnection closes the connection with a TCP RST before any answer.
+func resetConnection(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// sleepCtx sleeps d unless the request is cancelled first.
+func sleepCtx(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return r.Context().Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }

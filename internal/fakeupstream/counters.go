@@ -1,0 +1,71 @@
+package fakeupstream
+
+import "time"
+
+// Counters are what the server saw for one key.
+type Counters struct {
+	Requests     int // every request that named the key
+	OK           int // 200s
+	RateLimited  int // 429s for rate or concurrency
+	QuotaErrors  int // 429 insufficient_quota
+	Unauthorized int // 401 and 403
+	NoBalance    int // 402
+	ServerErrors int // 5xx, including outages
+	Resets       int // connections reset
+	// PromptTokens and CompletionTokens are what the server billed for
+	// the key's successful requests.
+	PromptTokens, CompletionTokens int
+	// Busy is the total time the key's admitted requests held a slot of
+	// their account, from admission until the answer was complete.
+	Busy time.Duration
+	// BodyMismatches counts requests whose body did not match their
+	// X-Body-Sha256 header: a body replayed wrong.
+	BodyMismatches int
+}
+
+// add adds o's counts to c's.
+func (c *Counters) add(o *Counters) {
+	c.Requests += o.Requests
+	c.OK += o.OK
+	c.RateLimited += o.RateLimited
+	c.QuotaErrors += o.QuotaErrors
+	c.Unauthorized += o.Unauthorized
+	c.NoBalance += o.NoBalance
+	c.ServerErrors += o.ServerErrors
+	c.Resets += o.Resets
+	c.PromptTokens += o.PromptTokens
+	c.CompletionTokens += o.CompletionTokens
+	c.Busy += o.Busy
+	c.BodyMismatches += o.BodyMismatches
+}
+
+// Counters returns what the server saw for the key with that secret.
+func (s *Server) Counters(secret string) Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c Counters
+	if k := s.counts[secret]; k != nil {
+		c.add(k)
+	}
+	return c
+}
+
+// Total returns the counters summed over every key.
+func (s *Server) Total() Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t Counters
+	for _, c := range s.counts {
+		t.add(c)
+	}
+	return t
+}
+
+func (s *Server) countsLocked(secret string) *Counters {
+	c := s.counts[secret]
+	if c == nil {
+		c = &Counters{}
+		s.counts[secret] = c
+	}
+	return c
+}
