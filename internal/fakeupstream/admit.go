@@ -2,7 +2,6 @@ package fakeupstream
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -95,8 +94,7 @@ func (s *Server) admitAccountLocked(c *call, key Key, cnt *Counters) (decision, 
 func admitInFlight(a *accountState, c *Counters) (decision, bool) {
 	if a.limits.MaxInFlight > 0 && a.inflight >= a.limits.MaxInFlight {
 		c.RateLimited++
-		return refusal(http.StatusTooManyRequests, "rate_limit_reached_error", "rate_limit_reached",
-			fmt.Sprintf("Rate limit reached: %d requests in flight", a.limits.MaxInFlight)), false
+		return bareRateLimit(fmt.Sprintf("Rate limit reached: %d requests in flight", a.limits.MaxInFlight)), false
 	}
 	return decision{}, true
 }
@@ -122,7 +120,7 @@ func admitBuckets(a *accountState, tokens int, c *Counters, now time.Time) (deci
 	}
 	c.RateLimited++
 	wait := max(waitR, waitT)
-	h.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	h.Set("Retry-After", ceilSeconds(wait))
 	h.Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds()+1, 10))
 	d := refusal(http.StatusTooManyRequests, "requests", "rate_limit_exceeded", "Rate limit reached for requests")
 	d.header = h

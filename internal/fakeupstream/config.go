@@ -56,12 +56,19 @@ type Key struct {
 }
 
 // Outage makes an account fail from Start to End after the server
-// starts: with Status (such as 503), or by resetting the connection when
-// Status is 0.
+// starts: with Status (such as 503, or 429), or by resetting the
+// connection when Status is 0. Outages are checked after a key's
+// permanent fault; the first on wins.
 type Outage struct {
+	// Account names the account that fails; "" makes every account fail,
+	// a provider-wide outage.
 	Account    string
 	Start, End time.Duration
 	Status     int
+	// RetryAfter, when positive, puts a Retry-After header, in whole
+	// seconds rounded up, on the outage's answers: with Status 429 it
+	// simulates "every request answers 429 with Retry-After: 30".
+	RetryAfter time.Duration
 }
 
 // Config describes the simulated provider.
@@ -77,6 +84,16 @@ type Config struct {
 	// ErrorRate is the share of requests answered 500; ResetRate the share
 	// whose connection is reset before any answer.
 	ErrorRate, ResetRate float64
+	// RateLimitRate is the share of requests answered at once with a bare
+	// 429, whatever the load: the same answer as DeepSeek's concurrency
+	// 429, with no Retry-After and no rate-limit headers. Such 429s count
+	// in Counters.RateLimited and Counters.RandomRateLimited.
+	//
+	// The random faults are drawn after a key's permanent fault and
+	// outages and before the account's limits, in this order: reset,
+	// error, rate limit. A rate of 0 draws nothing from the random
+	// source, so turning one on leaves the others' draws as they were.
+	RateLimitRate float64
 
 	// StreamKeepAlives is how many ": keep-alive" comments a stream sends
 	// before its first data frame, KeepAliveEvery apart; StreamChunks is how

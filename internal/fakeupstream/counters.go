@@ -1,17 +1,22 @@
 package fakeupstream
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // Counters are what the server saw for one key.
 type Counters struct {
-	Requests     int // every request that named the key
-	OK           int // 200s
-	RateLimited  int // 429s for rate or concurrency
-	QuotaErrors  int // 429 insufficient_quota
-	Unauthorized int // 401 and 403
-	NoBalance    int // 402
-	ServerErrors int // 5xx, including outages
-	Resets       int // connections reset
+	Requests    int // every request that named the key
+	OK          int // 200s
+	RateLimited int // 429s for rate or concurrency, random ones and outages' included
+	// RandomRateLimited counts the 429s drawn by Config.RateLimitRate.
+	RandomRateLimited int
+	QuotaErrors       int // 429 insufficient_quota
+	Unauthorized      int // 401 and 403
+	NoBalance         int // 402
+	ServerErrors      int // 5xx, including outages
+	Resets            int // connections reset
 	// PromptTokens and CompletionTokens are what the server billed for
 	// the key's successful requests.
 	PromptTokens, CompletionTokens int
@@ -28,6 +33,7 @@ func (c *Counters) add(o *Counters) {
 	c.Requests += o.Requests
 	c.OK += o.OK
 	c.RateLimited += o.RateLimited
+	c.RandomRateLimited += o.RandomRateLimited
 	c.QuotaErrors += o.QuotaErrors
 	c.Unauthorized += o.Unauthorized
 	c.NoBalance += o.NoBalance
@@ -59,6 +65,20 @@ func (s *Server) Total() Counters {
 		t.add(c)
 	}
 	return t
+}
+
+// countStatus counts an error answer by its status.
+func (c *Counters) countStatus(status int) {
+	switch {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		c.Unauthorized++
+	case status == http.StatusPaymentRequired:
+		c.NoBalance++
+	case status == http.StatusTooManyRequests:
+		c.RateLimited++
+	case status >= 500:
+		c.ServerErrors++
+	}
 }
 
 func (s *Server) countsLocked(secret string) *Counters {

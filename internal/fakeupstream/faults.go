@@ -1,7 +1,9 @@
 package fakeupstream
 
 import (
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -63,19 +65,38 @@ func (s *Server) outageLocked(account string, c *Counters) (decision, bool) {
 		c.Resets++
 		return decision{kind: answerReset}, true
 	}
-	c.ServerErrors++
-	return refusal(o.Status, "server_error", "outage", "The server is temporarily unavailable"), true
+	c.countStatus(o.Status)
+	d := refusal(o.Status, "server_error", "outage", "The server is temporarily unavailable")
+	if o.Status == http.StatusTooManyRequests {
+		d.err.errType, d.err.code, d.err.message = "requests", "rate_limit_exceeded", "Rate limit reached"
+	}
+	if o.RetryAfter > 0 {
+		d.header = http.Header{"Retry-After": {ceilSeconds(o.RetryAfter)}}
+	}
+	return d, true
 }
 
-// outageNowLocked returns the first outage of the account that is on now.
+// outageNowLocked returns the first outage of the account, or of every
+// account, that is on now.
 func (s *Server) outageNowLocked(account string) (Outage, bool) {
 	since := time.Since(s.start)
 	for _, o := range s.cfg.Outages {
-		if o.Account == account && since >= o.Start && since < o.End {
+		if (o.Account == "" || o.Account == account) && since >= o.Start && since < o.End {
 			return o, true
 		}
 	}
 	return Outage{}, false
+}
+
+// bareRateLimit is DeepSeek's 429: no Retry-After, no rate-limit headers.
+func bareRateLimit(message string) decision {
+	return refusal(http.StatusTooManyRequests, "rate_limit_reached_error", "rate_limit_reached", message)
+}
+
+// ceilSeconds writes d in whole seconds, rounded up, as Retry-After
+// wants them.
+func ceilSeconds(d time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(d.Seconds())))
 }
 
 // randomFaultLocked draws the random faults, in order, and decides the
@@ -90,6 +111,10 @@ func (s *Server) randomFaultLocked(c *Counters) (decision, bool) {
 		c.ServerErrors++
 		return refusal(http.StatusInternalServerError, "server_error", "internal_error",
 			"The server had an error while processing your request"), true
+	case s.chanceLocked(s.cfg.RateLimitRate):
+		c.RateLimited++
+		c.RandomRateLimited++
+		return bareRateLimit("Rate limit reached"), true
 	}
 	return decision{}, false
 }

@@ -156,3 +156,95 @@ func TestOutageWindow(t *testing.T) {
 		}
 	})
 }
+
+func TestRandomRateLimitsAreBare429s(t *testing.T) {
+	s := start(t, fakeupstream.Config{
+		Mode:          fakeupstream.OpenAI,
+		Accounts:      map[string]fakeupstream.Account{"sk-a": {RPM: 1000, TPM: 1 << 20}},
+		Keys:          map[string]fakeupstream.Key{"sk-a": {}, "sk-revoked": {Fault: fakeupstream.FaultRevoked}},
+		RateLimitRate: 1,
+	})
+	a := chat(t, s, "sk-a", chatBody)
+	if a.status != 429 {
+		t.Fatalf("status %d", a.status)
+	}
+	for k := range a.header {
+		if k == "Retry-After" || k == "Retry-After-Ms" || len(k) > 12 && k[:12] == "X-Ratelimit-" {
+			t.Errorf("random 429 carries %s", k)
+		}
+	}
+	if e := decodeOpenAIError(t, a.body); e.Error.Code != "rate_limit_reached" || e.Error.Type != "rate_limit_reached_error" {
+		t.Errorf("random 429 body %s", a.body)
+	}
+	if c := s.Counters("sk-a"); c.RateLimited != 1 || c.RandomRateLimited != 1 {
+		t.Errorf("counters %+v", c)
+	}
+	if a := chat(t, s, "sk-revoked", chatBody); a.status != 401 {
+		t.Errorf("a revoked key got %d, not its 401", a.status)
+	}
+}
+
+func TestRandomRateLimitsStrikeAShare(t *testing.T) {
+	s := start(t, fakeupstream.Config{Keys: keys("sk-a"), RateLimitRate: 0.3, Seed: 1})
+	limited := 0
+	const n = 200
+	for range n {
+		switch a := chat(t, s, "sk-a", chatBody); a.status {
+		case 429:
+			limited++
+		case 200:
+		default:
+			t.Fatalf("status %d", a.status)
+		}
+	}
+	c := s.Counters("sk-a")
+	if limited < n/10 || limited > n/2 || c.RandomRateLimited != limited || c.RateLimited != limited || c.OK != n-limited {
+		t.Errorf("%d of %d limited at rate 0.3; counters %+v", limited, n, c)
+	}
+}
+
+func TestOutagesComeBeforeRandomRateLimits(t *testing.T) {
+	s := start(t, fakeupstream.Config{
+		Keys:          keys("sk-a"),
+		Outages:       []fakeupstream.Outage{{Account: "sk-a", End: time.Hour, Status: 503}},
+		RateLimitRate: 1,
+	})
+	if a := chat(t, s, "sk-a", chatBody); a.status != 503 {
+		t.Errorf("status %d", a.status)
+	}
+}
+
+func TestProviderWideOutage(t *testing.T) {
+	cases := []struct {
+		status     int
+		retryAfter time.Duration
+		want       string
+	}{
+		{429, 30 * time.Second, "30"},
+		{429, 1500 * time.Millisecond, "2"},
+		{429, 0, ""},
+		{503, 10 * time.Second, "10"},
+	}
+	for _, tc := range cases {
+		s := start(t, fakeupstream.Config{
+			Keys: map[string]fakeupstream.Key{
+				"sk-a": {}, "sk-b": {Account: "shared"}, "sk-revoked": {Fault: fakeupstream.FaultRevoked},
+			},
+			Outages: []fakeupstream.Outage{{End: time.Hour, Status: tc.status, RetryAfter: tc.retryAfter}},
+		})
+		for _, secret := range []string{"sk-a", "sk-b"} {
+			a := chat(t, s, secret, chatBody)
+			if a.status != tc.status || a.header.Get("Retry-After") != tc.want {
+				t.Errorf("outage %d/%v, %s: status %d, Retry-After %q", tc.status, tc.retryAfter, secret, a.status, a.header.Get("Retry-After"))
+			}
+			decodeOpenAIError(t, a.body)
+		}
+		if a := chat(t, s, "sk-revoked", chatBody); a.status != 401 {
+			t.Errorf("revoked key during an outage: %d", a.status)
+		}
+		total := s.Total()
+		if limited := total.RateLimited; (tc.status == 429) != (limited == 2) || total.ServerErrors+limited != 2 {
+			t.Errorf("outage %d: counters %+v", tc.status, total)
+		}
+	}
+}
