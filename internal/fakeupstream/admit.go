@@ -47,7 +47,7 @@ func (s *Server) admit(c *call) (d decision, release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cnt := s.countsLocked(c.secret)
-	cnt.Requests++
+	cnt.countRequest(c.model, c.auth)
 	key, known := s.cfg.Keys[c.secret]
 	if d, refused := s.refuseLocked(c, key, known, cnt); refused {
 		return d, func() {}
@@ -57,9 +57,12 @@ func (s *Server) admit(c *call) (d decision, release func()) {
 
 // refuseLocked decides whether something other than the account's
 // limits refuses the request, in this order: the key's permanent fault,
-// an outage of its account, a random fault.
+// an unknown model, an outage of its account, a random fault.
 func (s *Server) refuseLocked(c *call, key Key, known bool, cnt *Counters) (decision, bool) {
 	if d, ok := s.keyFaultLocked(key, known, cnt); ok {
+		return d, true
+	}
+	if d, ok := s.unknownModelLocked(c.model, cnt); ok {
 		return d, true
 	}
 	if d, ok := s.outageLocked(accountOf(c.secret, key), cnt); ok {

@@ -103,6 +103,12 @@ type Config struct {
 	StreamChunks     int
 	ChunkEvery       time.Duration
 
+	// Models, when not empty, are the only model names the server knows:
+	// a request naming another gets a 404 model_not_found, after its key's
+	// permanent fault and before outages. GET /models lists them, or a
+	// default list when there are none.
+	Models []string
+
 	// Seed seeds the server's random source.
 	Seed uint64
 }

@@ -7,16 +7,18 @@ import (
 
 // Counters are what the server saw for one key.
 type Counters struct {
-	Requests    int // every request that named the key
-	OK          int // 200s
-	RateLimited int // 429s for rate or concurrency, random ones and outages' included
-	// RandomRateLimited counts the 429s drawn by Config.RateLimitRate.
+	Requests     int // every completion request that named the key
+	OK           int // 200s
+	RateLimited  int // 429s for rate or concurrency, random ones and outages' included
+	QuotaErrors  int // 429 insufficient_quota
+	Unauthorized int // 401 and 403
+	NoBalance    int // 402
+	NotFound     int // 404s for a model not in Config.Models
+	ServerErrors int // 5xx, including outages
+	Resets       int // connections reset
+	// RandomRateLimited counts the 429s drawn by Config.RateLimitRate,
+	// which RateLimited counts too.
 	RandomRateLimited int
-	QuotaErrors       int // 429 insufficient_quota
-	Unauthorized      int // 401 and 403
-	NoBalance         int // 402
-	ServerErrors      int // 5xx, including outages
-	Resets            int // connections reset
 	// PromptTokens and CompletionTokens are what the server billed for
 	// the key's successful requests.
 	PromptTokens, CompletionTokens int
@@ -26,6 +28,15 @@ type Counters struct {
 	// BodyMismatches counts requests whose body did not match their
 	// X-Body-Sha256 header: a body replayed wrong.
 	BodyMismatches int
+	// Models counts the key's requests by the model they named (for an
+	// Azure deployment whose body names none, the deployment).
+	Models map[string]int
+	// AuthHeaders counts the key's requests by the header that carried
+	// the secret: "Authorization", "Api-Key" or "X-Api-Key".
+	AuthHeaders map[string]int
+	// ModelLists counts the GET /models requests that named the key;
+	// they are not counted in Requests or any other field.
+	ModelLists int
 }
 
 // add adds o's counts to c's.
@@ -43,6 +54,34 @@ func (c *Counters) add(o *Counters) {
 	c.CompletionTokens += o.CompletionTokens
 	c.Busy += o.Busy
 	c.BodyMismatches += o.BodyMismatches
+	c.NotFound += o.NotFound
+	c.ModelLists += o.ModelLists
+	c.Models = addCounts(c.Models, o.Models)
+	c.AuthHeaders = addCounts(c.AuthHeaders, o.AuthHeaders)
+}
+
+// addCounts adds src's counts to dst's, making dst if need be.
+func addCounts(dst, src map[string]int) map[string]int {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = make(map[string]int, len(src))
+	}
+	for k, n := range src {
+		dst[k] += n
+	}
+	return dst
+}
+
+// countRequest counts a completion request, by its model and the header
+// of its secret.
+func (c *Counters) countRequest(model, authHeader string) {
+	c.Requests++
+	c.Models = addCounts(c.Models, map[string]int{model: 1})
+	if authHeader != "" {
+		c.AuthHeaders = addCounts(c.AuthHeaders, map[string]int{authHeader: 1})
+	}
 }
 
 // Counters returns what the server saw for the key with that secret.
@@ -74,6 +113,8 @@ func (c *Counters) countStatus(status int) {
 		c.Unauthorized++
 	case status == http.StatusPaymentRequired:
 		c.NoBalance++
+	case status == http.StatusNotFound:
+		c.NotFound++
 	case status == http.StatusTooManyRequests:
 		c.RateLimited++
 	case status >= 500:

@@ -14,6 +14,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions"):
 		s.complete(w, r)
+	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/models"):
+		s.listModels(w, r)
 	default:
 		writeError(w, apiError{http.StatusNotFound, "invalid_request_error", "not_found", "Unknown endpoint " + r.URL.Path}, nil)
 	}
@@ -37,6 +39,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 // call is what the server reads of a completion request.
 type call struct {
 	secret string
+	auth   string // the header that carried the secret
 	model  string
 	stream bool
 	// prompt and completion are the tokens the request is billed.
@@ -78,8 +81,10 @@ func (s *Server) readCall(w http.ResponseWriter, r *http.Request) (c *call, ok b
 		writeError(w, apiError{http.StatusBadRequest, "invalid_request_error", "invalid_request", "Invalid request body: model is required"}, nil)
 		return nil, false
 	}
+	secret, auth := secretOf(r)
 	c = &call{
-		secret:     secretOf(r),
+		secret:     secret,
+		auth:       auth,
 		model:      req.Model,
 		stream:     req.Stream,
 		prompt:     max(1, len(body)/4),
@@ -102,13 +107,17 @@ func (s *Server) checkBody(r *http.Request, secret string, body []byte) {
 	}
 }
 
-// secretOf returns the secret a request carries, in whichever header.
-func secretOf(r *http.Request) string {
+// secretOf returns the secret a request carries and the header that
+// carries it: a bearer token, or an api-key (Azure) or x-api-key
+// (Anthropic) header. Both are "" when there is none.
+func secretOf(r *http.Request) (secret, header string) {
 	if v := r.Header.Get("Authorization"); strings.HasPrefix(v, "Bearer ") {
-		return strings.TrimPrefix(v, "Bearer ")
+		return strings.TrimPrefix(v, "Bearer "), "Authorization"
 	}
-	if v := r.Header.Get("Api-Key"); v != "" {
-		return v
+	for _, h := range []string{"Api-Key", "X-Api-Key"} {
+		if v := r.Header.Get(h); v != "" {
+			return v, h
+		}
 	}
-	return r.Header.Get("X-Api-Key")
+	return "", ""
 }
