@@ -70,14 +70,19 @@ func (q chatRequest) completionTokens() int {
 }
 
 // readCall reads a request's body into a call, or answers 400 when it
-// names no model; ok is false when the request has been dealt with.
+// names no model (an Azure deployment counts as one); ok is false when
+// the request has been dealt with.
 func (s *Server) readCall(w http.ResponseWriter, r *http.Request) (c *call, ok bool) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return nil, false
 	}
 	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil || req.Model == "" {
+	err = json.Unmarshal(body, &req)
+	if req.Model == "" {
+		req.Model = azureDeployment(r.URL.Path)
+	}
+	if err != nil || req.Model == "" {
 		writeError(w, apiError{http.StatusBadRequest, "invalid_request_error", "invalid_request", "Invalid request body: model is required"}, nil)
 		return nil, false
 	}
