@@ -3,7 +3,6 @@ package fakeupstream
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -18,13 +17,6 @@ const (
 	answerResetAfterHeaders                   // 200, a few bytes, then a reset
 	answerGarbage                             // 502 with random bytes
 )
-
-// apiError is an error answer: its status and, in OpenAI's terms, its
-// type, code and message.
-type apiError struct {
-	status                 int
-	errType, code, message string
-}
 
 // decision is the fate of one request.
 type decision struct {
@@ -80,7 +72,7 @@ func (s *Server) admitAccountLocked(c *call, key Key, cnt *Counters) (decision, 
 	if s.cfg.Mode == DeepSeek {
 		d, ok = admitInFlight(a, cnt)
 	} else {
-		d, ok = admitBuckets(a, c.prompt+c.completion, cnt, time.Now())
+		d, ok = admitBuckets(a, c, cnt, time.Now())
 	}
 	if !ok {
 		return d, func() {}
@@ -105,26 +97,23 @@ func admitInFlight(a *accountState, c *Counters) (decision, bool) {
 // admitBuckets is OpenAI's admission: the request takes one request from
 // the account's RPM bucket and its tokens from the TPM bucket, or gets a
 // 429 saying how long until they are there. Either way the answer
-// carries the buckets' x-ratelimit-* headers.
-func admitBuckets(a *accountState, tokens int, c *Counters, now time.Time) (decision, bool) {
+// carries the buckets' rate-limit headers.
+func admitBuckets(a *accountState, c *call, cnt *Counters, now time.Time) (decision, bool) {
 	okR, waitR := a.rpm.take(1, now)
 	okT, waitT := true, time.Duration(0)
 	if okR {
-		okT, waitT = a.tpm.take(tokens, now)
+		okT, waitT = a.tpm.take(c.prompt+c.completion, now)
 		if !okT {
 			a.rpm.give(1)
 		}
 	}
 	h := http.Header{}
-	a.rpm.headers(h, "requests", now)
-	a.tpm.headers(h, "tokens", now)
+	c.proto.limitHeaders(h, a, now)
 	if okR && okT {
 		return decision{header: h}, true
 	}
-	c.RateLimited++
-	wait := max(waitR, waitT)
-	h.Set("Retry-After", ceilSeconds(wait))
-	h.Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds()+1, 10))
+	cnt.RateLimited++
+	c.proto.retryHeaders(h, max(waitR, waitT))
 	d := refusal(http.StatusTooManyRequests, "requests", "rate_limit_exceeded", "Rate limit reached for requests")
 	d.header = h
 	return d, false

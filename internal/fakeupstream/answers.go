@@ -1,7 +1,6 @@
 package fakeupstream
 
 import (
-	"encoding/json"
 	"io"
 	"log"
 	"net"
@@ -11,7 +10,7 @@ import (
 
 // refuse writes the answer of a request that was not admitted and
 // reports whether it did; it writes nothing for an admitted one.
-func refuse(w http.ResponseWriter, d decision) bool {
+func refuse(w http.ResponseWriter, c *call, d decision) bool {
 	switch d.kind {
 	case answerReset:
 		resetConnection(w)
@@ -21,7 +20,7 @@ func refuse(w http.ResponseWriter, d decision) bool {
 		w.WriteHeader(http.StatusBadGateway)
 		w.Write(d.garbage)
 	case answerError:
-		writeError(w, d.err, d.header)
+		c.proto.writeError(w, d.err, d.header)
 	default:
 		return false
 	}
@@ -61,8 +60,8 @@ func (s *Server) countOK(c *call) {
 	cnt.CompletionTokens += c.completion
 }
 
-// writeCompletion writes a chat completion after the latency and
-// reports whether it did.
+// writeCompletion writes a whole answer after the latency and reports
+// whether it did.
 func writeCompletion(w http.ResponseWriter, r *http.Request, c *call, latency time.Duration, release func()) bool {
 	if !sleepCtx(r, latency) {
 		return false
@@ -70,41 +69,12 @@ func writeCompletion(w http.ResponseWriter, r *http.Request, c *call, latency ti
 	// The answer is complete: the provider frees the slot before the
 	// last bytes reach the client.
 	release()
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(completion(c.model, c.prompt, c.completion))
+	c.proto.writeAnswer(w, c)
 	return true
 }
 
-type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
-}
-
-func completion(model string, prompt, completionTokens int) map[string]any {
-	return map[string]any{
-		"id":      "chatcmpl-sim",
-		"object":  "chat.completion",
-		"created": 1700000000,
-		"model":   model,
-		"choices": []map[string]any{{
-			"index":         0,
-			"message":       map[string]string{"role": "assistant", "content": "Hello from the simulator."},
-			"finish_reason": "stop",
-		}},
-		"usage": usage{prompt, completionTokens, prompt + completionTokens},
-	}
-}
-
-// writeError writes an error in OpenAI's shape, with the headers h.
-func writeError(w http.ResponseWriter, e apiError, h http.Header) {
-	copyHeader(w.Header(), h)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(e.status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
-		"message": e.message, "type": e.errType, "param": nil, "code": e.code,
-	}})
-}
+// answerText is the text of every non-streamed answer.
+const answerText = "Hello from the simulator."
 
 // writeCutShort sends a 200's headers and the first bytes of a body,
 // then resets the connection.

@@ -89,11 +89,17 @@ type Config struct {
 	// 429, with no Retry-After and no rate-limit headers. Such 429s count
 	// in Counters.RateLimited and Counters.RandomRateLimited.
 	//
+	RateLimitRate float64
+	// OverloadedRate is the share of requests answered 529 overloaded_error,
+	// as Anthropic does when its servers are overloaded. Such answers
+	// count in Counters.ServerErrors and Counters.Overloaded.
+	//
 	// The random faults are drawn after a key's permanent fault and
 	// outages and before the account's limits, in this order: reset,
-	// error, rate limit. A rate of 0 draws nothing from the random
-	// source, so turning one on leaves the others' draws as they were.
-	RateLimitRate float64
+	// error, rate limit, overloaded. A rate of 0 draws nothing from the
+	// random source, so turning one on leaves the others' draws as they
+	// were.
+	OverloadedRate float64
 
 	// StreamKeepAlives is how many ": keep-alive" comments a stream sends
 	// before its first data frame, KeepAliveEvery apart; StreamChunks is how

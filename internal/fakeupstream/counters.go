@@ -19,6 +19,9 @@ type Counters struct {
 	// RandomRateLimited counts the 429s drawn by Config.RateLimitRate,
 	// which RateLimited counts too.
 	RandomRateLimited int
+	// Overloaded counts the 529s drawn by Config.OverloadedRate, which
+	// ServerErrors counts too.
+	Overloaded int
 	// PromptTokens and CompletionTokens are what the server billed for
 	// the key's successful requests.
 	PromptTokens, CompletionTokens int
@@ -45,6 +48,7 @@ func (c *Counters) add(o *Counters) {
 	c.OK += o.OK
 	c.RateLimited += o.RateLimited
 	c.RandomRateLimited += o.RandomRateLimited
+	c.Overloaded += o.Overloaded
 	c.QuotaErrors += o.QuotaErrors
 	c.Unauthorized += o.Unauthorized
 	c.NoBalance += o.NoBalance

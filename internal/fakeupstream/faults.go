@@ -115,6 +115,10 @@ func (s *Server) randomFaultLocked(c *Counters) (decision, bool) {
 		c.RateLimited++
 		c.RandomRateLimited++
 		return bareRateLimit("Rate limit reached"), true
+	case s.chanceLocked(s.cfg.OverloadedRate):
+		c.ServerErrors++
+		c.Overloaded++
+		return refusal(StatusOverloaded, "overloaded_error", "overloaded", "Overloaded"), true
 	}
 	return decision{}, false
 }

@@ -21,10 +21,15 @@ func (s *Server) unknownModelLocked(model string, c *Counters) (decision, bool) 
 		fmt.Sprintf("The model `%s` does not exist", model)), true
 }
 
-// listModels answers GET /models with the models the server knows. An
+// listModels answers GET /models with the models the server knows, in
+// Anthropic's shape when the request has an anthropic-version header. An
 // unknown or revoked key gets a 401 and a forbidden one a 403; other
 // faults do not stop a listing.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	var p protocol = openAIChat{}
+	if r.Header.Get("Anthropic-Version") != "" {
+		p = anthropicMessages{}
+	}
 	secret, _ := secretOf(r)
 	s.mu.Lock()
 	s.countsLocked(secret).ModelLists++
@@ -33,24 +38,15 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	switch {
 	case !known || key.Fault == FaultRevoked:
-		writeError(w, apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "Incorrect API key provided"}, nil)
+		p.writeError(w, apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "Incorrect API key provided"}, nil)
 		return
 	case key.Fault == FaultForbidden:
-		writeError(w, apiError{http.StatusForbidden, "permission_error", "forbidden", "Forbidden"}, nil)
+		p.writeError(w, apiError{http.StatusForbidden, "permission_error", "forbidden", "Forbidden"}, nil)
 		return
 	}
 	if len(models) == 0 {
 		models = defaultModels
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(openAIModelList(models))
-}
-
-// openAIModelList is OpenAI's answer to GET /v1/models.
-func openAIModelList(models []string) map[string]any {
-	data := make([]map[string]any, len(models))
-	for i, m := range models {
-		data[i] = map[string]any{"id": m, "object": "model", "created": 1700000000, "owned_by": "fakeupstream"}
-	}
-	return map[string]any{"object": "list", "data": data}
+	json.NewEncoder(w).Encode(p.modelList(models))
 }

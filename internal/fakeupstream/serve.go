@@ -3,7 +3,6 @@ package fakeupstream
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -11,26 +10,29 @@ import (
 
 // serve routes a request to its endpoint; any other gets a 404.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	post, path := r.Method == http.MethodPost, r.URL.Path
 	switch {
-	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions"):
-		s.complete(w, r)
-	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/models"):
+	case post && strings.HasSuffix(path, "/chat/completions"):
+		s.complete(w, r, openAIChat{})
+	case post && strings.HasSuffix(path, "/v1/messages"):
+		s.complete(w, r, anthropicMessages{})
+	case r.Method == http.MethodGet && strings.HasSuffix(path, "/models"):
 		s.listModels(w, r)
 	default:
-		writeError(w, apiError{http.StatusNotFound, "invalid_request_error", "not_found", "Unknown endpoint " + r.URL.Path}, nil)
+		openAIChat{}.writeError(w, apiError{http.StatusNotFound, "invalid_request_error", "not_found", "Unknown endpoint " + path}, nil)
 	}
 }
 
-// complete answers a completion request: it reads it, decides its fate
-// and writes the answer.
-func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.readCall(w, r)
+// complete answers a completion request in its protocol: it reads it,
+// decides its fate and writes the answer.
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol) {
+	c, ok := s.readCall(w, r, p)
 	if !ok {
 		return
 	}
 	d, release := s.admit(c)
 	defer release() // no-op once called; the answers call it when complete
-	if refuse(w, d) {
+	if refuse(w, c, d) {
 		return
 	}
 	s.answer(w, r, c, d, release)
@@ -38,6 +40,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 
 // call is what the server reads of a completion request.
 type call struct {
+	proto  protocol
 	secret string
 	auth   string // the header that carried the secret
 	model  string
@@ -46,54 +49,28 @@ type call struct {
 	prompt, completion int
 }
 
-// chatRequest is the part of a chat completion request the server reads.
-type chatRequest struct {
-	Model     string `json:"model"`
-	Stream    bool   `json:"stream"`
-	MaxTokens *int   `json:"max_tokens"`
-	MaxCompl  *int   `json:"max_completion_tokens"`
-}
-
-// defaultCompletion is how many tokens an answer has unless the request
-// asks for fewer.
-const defaultCompletion = 16
-
-// completionTokens returns how many tokens the answer will have.
-func (q chatRequest) completionTokens() int {
-	switch {
-	case q.MaxCompl != nil:
-		return min(defaultCompletion, *q.MaxCompl)
-	case q.MaxTokens != nil:
-		return min(defaultCompletion, *q.MaxTokens)
-	}
-	return defaultCompletion
-}
-
-// readCall reads a request's body into a call, or answers 400 when it
-// names no model (an Azure deployment counts as one); ok is false when
-// the request has been dealt with.
-func (s *Server) readCall(w http.ResponseWriter, r *http.Request) (c *call, ok bool) {
+// readCall reads a request's body into a call, or answers 400 when its
+// protocol finds it wrong; ok is false when the request has been dealt
+// with.
+func (s *Server) readCall(w http.ResponseWriter, r *http.Request, p protocol) (c *call, ok bool) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return nil, false
 	}
-	var req chatRequest
-	err = json.Unmarshal(body, &req)
-	if req.Model == "" {
-		req.Model = azureDeployment(r.URL.Path)
-	}
-	if err != nil || req.Model == "" {
-		writeError(w, apiError{http.StatusBadRequest, "invalid_request_error", "invalid_request", "Invalid request body: model is required"}, nil)
+	req, bad := p.read(r, body)
+	if bad != "" {
+		p.writeError(w, apiError{http.StatusBadRequest, "invalid_request_error", "invalid_request", bad}, nil)
 		return nil, false
 	}
 	secret, auth := secretOf(r)
 	c = &call{
+		proto:      p,
 		secret:     secret,
 		auth:       auth,
-		model:      req.Model,
-		stream:     req.Stream,
+		model:      req.model,
+		stream:     req.stream,
 		prompt:     max(1, len(body)/4),
-		completion: req.completionTokens(),
+		completion: req.completion,
 	}
 	s.checkBody(r, c.secret, body)
 	return c, true

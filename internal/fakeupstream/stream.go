@@ -49,9 +49,16 @@ func (e *sse) data(v any) {
 	fmt.Fprintf(e.w, "data: %s\n\n", b)
 }
 
-// stream answers as SSE: keep-alive comments while "queued", then
-// content chunks, a final chunk with usage, and [DONE]. It calls release
-// when the answer is complete and reports whether the stream was sent.
+// event writes v as a data line of the named event, unflushed.
+func (e *sse) event(name string, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(e.w, "event: %s\ndata: %s\n\n", name, b)
+}
+
+// stream answers as SSE, in the call's protocol: keep-alive comments
+// while "queued", then the protocol's head events, the content chunks
+// and its tail events. It calls release when the answer is complete and
+// reports whether the stream was sent whole.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, key Key, c *call, release func()) bool {
 	s.mu.Lock()
 	keepAlives, every := s.cfg.StreamKeepAlives, s.cfg.KeepAliveEvery
@@ -61,6 +68,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key Key, c *call
 	if !e.queue(keepAlives, every, key.QueueFor) {
 		return false
 	}
+	c.proto.streamHead(e, c)
+	e.flush()
 	for i := range chunks {
 		if !sleepCtx(r, chunkEvery) {
 			return false
@@ -69,14 +78,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, key Key, c *call
 			resetConnection(w)
 			return false
 		}
-		e.data(chatChunk(c.model, map[string]string{"content": fmt.Sprintf("tok%d ", i)}, nil))
+		c.proto.streamChunk(e, c, i)
 		e.flush()
 	}
 	release()
-	last := chatChunk(c.model, map[string]string{}, "stop")
-	last["usage"] = usage{c.prompt, c.completion, c.prompt + c.completion}
-	e.data(last)
-	io.WriteString(w, "data: [DONE]\n\n")
+	c.proto.streamTail(e, c)
 	e.flush()
 	return true
 }
@@ -96,16 +102,4 @@ func (e *sse) queue(n int, every, queueFor time.Duration) bool {
 		}
 	}
 	return true
-}
-
-// chatChunk is one chunk of a chat completion stream.
-func chatChunk(model string, delta map[string]string, finish any) map[string]any {
-	choice := map[string]any{"index": 0, "delta": delta}
-	if finish != nil {
-		choice["finish_reason"] = finish
-	}
-	return map[string]any{
-		"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-		"choices": []map[string]any{choice},
-	}
 }
