@@ -1,10 +1,6 @@
 package fakeupstream
 
-import (
-	"net/http"
-	"strconv"
-	"time"
-)
+import "time"
 
 // bucket is a token bucket holding up to limit tokens and refilling
 // limit per minute, as OpenAI describes its rate limits. A zero limit
@@ -46,14 +42,13 @@ func (b *bucket) take(n int, now time.Time) (bool, time.Duration) {
 
 func (b *bucket) give(n int) { b.tokens = min(float64(b.limit), b.tokens+float64(n)) }
 
-// headers writes OpenAI's x-ratelimit-* headers for the bucket.
-func (b *bucket) headers(h http.Header, what string, now time.Time) {
+// state returns how many tokens the bucket holds, in whole tokens, and
+// how long until it is full; ok is false for a bucket with no limit.
+func (b *bucket) state(now time.Time) (remaining int, untilFull time.Duration, ok bool) {
 	if b.limit == 0 {
-		return
+		return 0, 0, false
 	}
 	b.refill(now)
-	h.Set("X-Ratelimit-Limit-"+what, strconv.Itoa(b.limit))
-	h.Set("X-Ratelimit-Remaining-"+what, strconv.Itoa(int(b.tokens)))
 	full := time.Duration((float64(b.limit) - b.tokens) / float64(b.limit) * float64(time.Minute))
-	h.Set("X-Ratelimit-Reset-"+what, full.Round(time.Millisecond).String())
+	return int(b.tokens), full, true
 }

@@ -1,16 +1,3 @@
-// Package fakeupstream is a loopback OpenAI-compatible server that behaves
-// like real LLM providers under load, for keypool's tests, demo and
-// benchmarks.
-//
-// In DeepSeek mode an account caps requests in flight and answers any
-// request over the cap with an immediate 429 that carries no Retry-After
-// and no rate-limit headers. In OpenAI mode an account has RPM and TPM
-// buckets, reports them in x-ratelimit-* headers, and answers 429 with
-// Retry-After when one is empty. Keys can be revoked (401), out of balance
-// (402) or out of quota (429 insufficient_quota); accounts can have
-// outages in set time windows; random 5xx and connection resets can be
-// injected; streams are sent as SSE with keep-alive comments and usage in
-// the final chunk. Randomness comes from one seeded source.
 package fakeupstream
 
 import "time"
@@ -69,12 +56,19 @@ type Key struct {
 }
 
 // Outage makes an account fail from Start to End after the server
-// starts: with Status (such as 503), or by resetting the connection when
-// Status is 0.
+// starts: with Status (such as 503, or 429), or by resetting the
+// connection when Status is 0. Outages are checked after a key's
+// permanent fault; the first on wins.
 type Outage struct {
+	// Account names the account that fails; "" makes every account fail,
+	// a provider-wide outage.
 	Account    string
 	Start, End time.Duration
 	Status     int
+	// RetryAfter, when positive, puts a Retry-After header, in whole
+	// seconds rounded up, on the outage's answers: with Status 429 it
+	// simulates "every request answers 429 with Retry-After: 30".
+	RetryAfter time.Duration
 }
 
 // Config describes the simulated provider.
@@ -90,6 +84,22 @@ type Config struct {
 	// ErrorRate is the share of requests answered 500; ResetRate the share
 	// whose connection is reset before any answer.
 	ErrorRate, ResetRate float64
+	// RateLimitRate is the share of requests answered at once with a bare
+	// 429, whatever the load: the same answer as DeepSeek's concurrency
+	// 429, with no Retry-After and no rate-limit headers. Such 429s count
+	// in Counters.RateLimited and Counters.RandomRateLimited.
+	//
+	RateLimitRate float64
+	// OverloadedRate is the share of requests answered 529 overloaded_error,
+	// as Anthropic does when its servers are overloaded. Such answers
+	// count in Counters.ServerErrors and Counters.Overloaded.
+	//
+	// The random faults are drawn after a key's permanent fault and
+	// outages and before the account's limits, in this order: reset,
+	// error, rate limit, overloaded. A rate of 0 draws nothing from the
+	// random source, so turning one on leaves the others' draws as they
+	// were.
+	OverloadedRate float64
 
 	// StreamKeepAlives is how many ": keep-alive" comments a stream sends
 	// before its first data frame, KeepAliveEvery apart; StreamChunks is how
@@ -98,6 +108,12 @@ type Config struct {
 	KeepAliveEvery   time.Duration
 	StreamChunks     int
 	ChunkEvery       time.Duration
+
+	// Models, when not empty, are the only model names the server knows:
+	// a request naming another gets a 404 model_not_found, after its key's
+	// permanent fault and before outages. GET /models lists them, or a
+	// default list when there are none.
+	Models []string
 
 	// Seed seeds the server's random source.
 	Seed uint64
