@@ -11,6 +11,39 @@ import (
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
+// chatAnswer is a chat completion.
+type chatAnswer struct {
+	Object  string `json:"object"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Message      struct{ Role, Content string } `json:"message"`
+		FinishReason string                         `json:"finish_reason"`
+	} `json:"choices"`
+	Usage struct {
+		Prompt     int `json:"prompt_tokens"`
+		Completion int `json:"completion_tokens"`
+		Total      int `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+// checkChatAnswer checks a chat completion's shape and usage.
+func checkChatAnswer(t *testing.T, body, model string, prompt, completion int) {
+	t.Helper()
+	var got chatAnswer
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Object != "chat.completion" || got.Model != model || len(got.Choices) != 1 {
+		t.Fatalf("answer %s", body)
+	}
+	if c := got.Choices[0]; c.Message.Role != "assistant" || c.Message.Content != "Hello from the simulator." || c.FinishReason != "stop" {
+		t.Errorf("choice %+v", c)
+	}
+	if u := got.Usage; u.Prompt != prompt || u.Completion != completion || u.Total != prompt+completion {
+		t.Errorf("usage %+v, want prompt %d, completion %d", u, prompt, completion)
+	}
+}
+
 func TestChatCompletion(t *testing.T) {
 	s := start(t, fakeupstream.Config{Keys: keys("sk-a")})
 	body := `{"model":"deepseek-chat","max_tokens":5,"messages":[{"role":"user","content":"hello there"}]}`
@@ -18,36 +51,25 @@ func TestChatCompletion(t *testing.T) {
 	if a.status != 200 || a.header.Get("Content-Type") != "application/json" {
 		t.Fatalf("status %d, headers %v", a.status, a.header)
 	}
-	var got struct {
-		Object  string `json:"object"`
-		Model   string `json:"model"`
-		Choices []struct {
-			Message      struct{ Role, Content string } `json:"message"`
-			FinishReason string                         `json:"finish_reason"`
-		} `json:"choices"`
-		Usage struct {
-			Prompt     int `json:"prompt_tokens"`
-			Completion int `json:"completion_tokens"`
-			Total      int `json:"total_tokens"`
-		} `json:"usage"`
-	}
-	if err := json.Unmarshal([]byte(a.body), &got); err != nil {
-		t.Fatal(err)
-	}
 	prompt := len(body) / 4
-	if got.Object != "chat.completion" || got.Model != "deepseek-chat" || len(got.Choices) != 1 ||
-		got.Choices[0].Message.Content != "Hello from the simulator." || got.Choices[0].FinishReason != "stop" {
-		t.Errorf("answer %s", a.body)
-	}
-	if got.Usage.Prompt != prompt || got.Usage.Completion != 5 || got.Usage.Total != prompt+5 {
-		t.Errorf("usage %+v, want prompt %d, completion 5", got.Usage, prompt)
-	}
+	checkChatAnswer(t, a.body, "deepseek-chat", prompt, 5)
 	c := s.Counters("sk-a")
 	if c.Requests != 1 || c.OK != 1 || c.PromptTokens != prompt || c.CompletionTokens != 5 {
 		t.Errorf("counters %+v", c)
 	}
 	if total := s.Total(); total.OK != 1 || total.PromptTokens != prompt {
 		t.Errorf("total %+v", total)
+	}
+}
+
+func TestCompletionTokens(t *testing.T) {
+	s := start(t, fakeupstream.Config{Keys: keys("sk-a")})
+	for body, want := range map[string]int{
+		`{"model":"m"}`:                  16,
+		`{"model":"m","max_tokens":100}`: 16,
+		`{"model":"m","max_completion_tokens":3,"max_tokens":9}`: 3,
+	} {
+		checkChatAnswer(t, chat(t, s, "sk-a", body).body, "m", len(body)/4, want)
 	}
 }
 

@@ -57,24 +57,34 @@ type anthropicMessage struct {
 	} `json:"usage"`
 }
 
+// checkAnthropicMessage checks a Messages answer's shape and usage.
+func checkAnthropicMessage(t *testing.T, body string, input, output int) {
+	t.Helper()
+	var m anthropicMessage
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.ID, "msg_") || m.Type != "message" || m.Role != "assistant" || m.Model != "claude-sonnet-4-5" {
+		t.Errorf("message %s", body)
+	}
+	if len(m.Content) != 1 || m.Content[0].Type != "text" || m.Content[0].Text != "Hello from the simulator." {
+		t.Errorf("content %s", body)
+	}
+	if m.StopReason == nil || *m.StopReason != "end_turn" || m.StopSequence != nil || !strings.Contains(body, `"stop_sequence":null`) {
+		t.Errorf("stop reason and sequence in %s", body)
+	}
+	if m.Usage.InputTokens != input || m.Usage.OutputTokens != output {
+		t.Errorf("usage %+v, want %d in, %d out", m.Usage, input, output)
+	}
+}
+
 func TestAnthropicMessage(t *testing.T) {
 	s := start(t, fakeupstream.Config{Keys: keys("sk-ant")})
 	a := messages(t, s, "sk-ant", messagesBody)
 	if a.status != 200 || a.header.Get("Content-Type") != "application/json" {
 		t.Fatalf("status %d, body %s", a.status, a.body)
 	}
-	var m anthropicMessage
-	if err := json.Unmarshal([]byte(a.body), &m); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(m.ID, "msg_") || m.Type != "message" || m.Role != "assistant" || m.Model != "claude-sonnet-4-5" ||
-		len(m.Content) != 1 || m.Content[0].Type != "text" || m.Content[0].Text != "Hello from the simulator." ||
-		m.StopReason == nil || *m.StopReason != "end_turn" || m.StopSequence != nil || !strings.Contains(a.body, `"stop_sequence":null`) {
-		t.Errorf("message %s", a.body)
-	}
-	if m.Usage.InputTokens != len(messagesBody)/4 || m.Usage.OutputTokens != 16 {
-		t.Errorf("usage %+v", m.Usage)
-	}
+	checkAnthropicMessage(t, a.body, len(messagesBody)/4, 16)
 	c := s.Counters("sk-ant")
 	if c.OK != 1 || c.AuthHeaders["X-Api-Key"] != 1 || c.Models["claude-sonnet-4-5"] != 1 || c.CompletionTokens != 16 {
 		t.Errorf("counters %+v", c)

@@ -82,9 +82,15 @@ func addCounts(dst, src map[string]int) map[string]int {
 // of its secret.
 func (c *Counters) countRequest(model, authHeader string) {
 	c.Requests++
-	c.Models = addCounts(c.Models, map[string]int{model: 1})
+	if c.Models == nil {
+		c.Models = map[string]int{}
+	}
+	c.Models[model]++
 	if authHeader != "" {
-		c.AuthHeaders = addCounts(c.AuthHeaders, map[string]int{authHeader: 1})
+		if c.AuthHeaders == nil {
+			c.AuthHeaders = map[string]int{}
+		}
+		c.AuthHeaders[authHeader]++
 	}
 }
 

@@ -248,3 +248,14 @@ func TestProviderWideOutage(t *testing.T) {
 		}
 	}
 }
+
+func TestOverloadedOnChatCompletions(t *testing.T) {
+	s := start(t, fakeupstream.Config{Keys: keys("sk-a"), OverloadedRate: 1})
+	a := chat(t, s, "sk-a", chatBody)
+	if e := decodeOpenAIError(t, a.body); a.status != fakeupstream.StatusOverloaded || e.Error.Type != "overloaded_error" {
+		t.Errorf("status %d, body %s", a.status, a.body)
+	}
+	if c := s.Counters("sk-a"); c.Overloaded != 1 || c.ServerErrors != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}

@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// Server is a running simulated provider. Its URL serves chat
-// completions (POST on any path ending in /chat/completions).
+// Server is a running simulated provider. Its URL serves the endpoints
+// the package documentation lists: chat completions (Azure's included),
+// Anthropic's Messages and the model list.
 type Server struct {
 	// URL is the server's base URL, such as http://127.0.0.1:port.
 	URL string

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// sse writes a stream of server-sent events, flushing each.
+// sse writes a stream of server-sent events; its writers leave the
+// flushing to their callers, but for keepAlive.
 type sse struct {
 	w       http.ResponseWriter
 	r       *http.Request

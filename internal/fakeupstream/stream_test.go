@@ -2,6 +2,7 @@ package fakeupstream_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,24 @@ func sseLines(body string) []string {
 
 const streamBody = `{"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":"hi"}]}`
 
+// checkChatChunks checks that lines are the content chunks of a chat
+// stream, "tok0 " first.
+func checkChatChunks(t *testing.T, lines []string) {
+	t.Helper()
+	for i, l := range lines {
+		var chunk struct {
+			Object  string `json:"object"`
+			Choices []struct {
+				Delta struct{ Content string } `json:"delta"`
+			} `json:"choices"`
+		}
+		err := json.Unmarshal([]byte(strings.TrimPrefix(l, "data: ")), &chunk)
+		if err != nil || chunk.Object != "chat.completion.chunk" || len(chunk.Choices) != 1 || chunk.Choices[0].Delta.Content != fmt.Sprintf("tok%d ", i) {
+			t.Errorf("chunk %d: %s (%v)", i, l, err)
+		}
+	}
+}
+
 func TestChatStream(t *testing.T) {
 	inVirtualTime(t, func(t *testing.T) {
 		s := fakeupstream.NewInMemory(fakeupstream.Config{
@@ -38,18 +57,7 @@ func TestChatStream(t *testing.T) {
 		if len(lines) != 7 || lines[0] != ": keep-alive" || lines[1] != ": keep-alive" || lines[6] != "data: [DONE]" {
 			t.Fatalf("stream:\n%s", a.body)
 		}
-		for i, l := range lines[2:5] {
-			var chunk struct {
-				Object  string `json:"object"`
-				Choices []struct {
-					Delta struct{ Content string } `json:"delta"`
-				} `json:"choices"`
-			}
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(l, "data: ")), &chunk); err != nil || chunk.Object != "chat.completion.chunk" ||
-				len(chunk.Choices) != 1 || chunk.Choices[0].Delta.Content != "tok"+string(rune('0'+i))+" " {
-				t.Errorf("chunk %d: %s (%v)", i, l, err)
-			}
-		}
+		checkChatChunks(t, lines[2:5])
 		var last struct {
 			Choices []struct {
 				FinishReason string `json:"finish_reason"`
