@@ -141,9 +141,13 @@ func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
 		out.Host = ""
 	}
 	k.requests.Add(1)
+	l.sending()
 	resp, err := t.base.RoundTrip(out)
 	if resp == nil && err == nil {
 		err = fmt.Errorf("keypool: the base RoundTripper (%T) returned neither a response nor an error", t.base)
+	}
+	if resp == nil || !isStreaming(resp) {
+		l.providerDone()
 	}
 	return normalizeResponse(resp), out.URL, err
 }

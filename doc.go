@@ -49,9 +49,10 @@
 //	402; 429 insufficient_quota     the account  disable every key of the account; retry on another at once
 //	429 with a retry hint           the account  cool down as retry-after-ms, Retry-After or
 //	                                             x-ratelimit-reset-* says; retry on another at once
-//	429 without a hint              the account  lower the learned in-flight limit when several were in
-//	                                             flight, else cool down (WithCooldown, doubling);
-//	                                             retry on another at once
+//	429 without a hint              the account  retry on another at once; if a cap on requests in
+//	                                             flight explains it, lower the learned limit, else
+//	                                             leave the limit alone and pause the account only
+//	                                             after 5 such 429s in a row (WithCooldown/8, doubling)
 //	408, 409, 5xx, 529              the key      jittered backoff, then another key; repeated failures
 //	                                             eject the key (WithEjection)
 //	dial, DNS or TLS error          the key      retry on another key at once
@@ -80,8 +81,18 @@
 // # Limits
 //
 // Each account's in-flight limit is learned from bare 429s when the
-// provider does not say it (WithAdaptiveLimits). TPM is reserved before
-// each model request and settled from the usage the answer reports.
+// provider does not say it (WithAdaptiveLimits). It grows from 1, one per
+// success, until the first 429 that a cap explains: one sent with more in
+// flight than the provider served (twice) lately, and, when the provider
+// also refuses at random where it does serve, one of a run long enough to
+// rule chance out. Such a 429 sent with n in flight lowers the limit below
+// n, and the limit then tries n again only now and then: at once, then
+// after 0.5 s, and twice as long after each probe that fails, up to 8 s.
+// A cap that holds costs one 429 per 8 s per account; a cap that rises is
+// found within 8 s and a few successes. 429s no cap explains leave the
+// limit alone. Stats shows the limit, the level that overloaded and when
+// the next probe is due. TPM is reserved before each model request and
+// settled from the usage the answer reports.
 // x-ratelimit-remaining-* headers lower the RPM and TPM budgets, so
 // limits the provider states are kept before a 429, not learned from one.
 //

@@ -40,26 +40,43 @@ func (p *Pool) answered(l *lease, status int) {
 	}
 	if status >= 200 && status < 300 {
 		k.successes.Add(1)
-		k.account.slots.succeeded(l.inFlight)
+		k.account.slots.succeeded(l.served, p.clock)
 	}
 	k.account.standing.succeeded()
 }
 
-// rateLimited records a 429: a learned limit goes down, or the account
-// cools down for wait, or for the default cooldown doubled for each 429
-// in a row when wait is 0.
+// pauseAfter is how many bare 429s in a row that concurrency does not
+// explain an account takes before it pauses: a few in a row happen by
+// chance when a provider refuses a share of requests at random (five in
+// a row, at one in five, once in 600), but a real limit refuses them
+// all.
+const pauseAfter = 5
+
+// rateLimited records a 429, after which the request is retried on
+// another key at once. With a retry hint (wait > 0) the account cools
+// down as the provider asked. Without one, when limits are learned, a
+// 429 that concurrency explains lowers the account's learned limit and
+// nothing else; one that it does not explain pauses the account only
+// once pauseAfter 429s came in a row, for an eighth of the cooldown,
+// doubling with each one more (and such a run makes the level the
+// account served before count no more). When limits are not learned,
+// every bare 429 cools the account down for the cooldown, doubling with
+// each in a row.
 func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	k := l.key
 	k.rateLimited.Add(1)
 	k.proven.Store(true) // it answered: the key itself is good
-	if wait <= 0 && k.account.slots.overloaded(l.inFlight) {
-		return // a concurrency cap: the lowered limit is the remedy
+	inRow := int(min(k.account.standing.rateLimited(), 64))
+	switch {
+	case wait > 0:
+		k.account.standing.coolDown(now, min(wait, p.cfg.maxCooldown))
+	case k.account.slots.learned == nil:
+		k.account.standing.coolDown(now, min(doubled(p.cfg.cooldown, inRow-1), p.cfg.maxCooldown))
+	case k.account.slots.overloaded(l.inFlight, now, inRow >= pauseAfter):
+		// A concurrency cap: the lowered limit is the remedy.
+	case inRow >= pauseAfter:
+		k.account.standing.coolDown(now, min(doubled(p.cfg.cooldown/8, inRow-pauseAfter), p.cfg.maxCooldown))
 	}
-	inRow := k.account.standing.rateLimited()
-	if wait <= 0 {
-		wait = doubled(p.cfg.cooldown, int(min(inRow-1, 20)))
-	}
-	k.account.standing.coolDown(now, min(wait, p.cfg.maxCooldown))
 }
 
 // revoked disables a key the provider refused (401, 403).

@@ -86,7 +86,8 @@ func TestRateLimitCoolsDownForTheAskedTime(t *testing.T) {
 			s := &scripted{script: map[string][]func(http.ResponseWriter){}}
 			upstream := httptest.NewServer(s)
 			defer upstream.Close()
-			tr, p, c := newFakeClockTransport(t, keysOf("sk-a", "sk-b"), upstream.Client().Transport, []Option{WithMaxWait(time.Hour)})
+			// Not learning limits: a bare 429 cools the account down too.
+			tr, p, c := newFakeClockTransport(t, keysOf("sk-a", "sk-b"), upstream.Client().Transport, []Option{WithMaxWait(time.Hour), WithAdaptiveLimits(false)})
 			proveAll(p)
 			s.script["sk-a"] = []func(http.ResponseWriter){status(429, `{"error":{"type":"requests","code":"rate_limit_exceeded"}}`, tt.header(c)...)}
 			s.script["sk-b"] = []func(http.ResponseWriter){status(429, `{}`, tt.header(c)...)}
@@ -157,7 +158,7 @@ func TestServerErrorsBackOffPreferAnotherKeyAndEject(t *testing.T) {
 }
 
 func TestRepeated429sExtendCooldownUpToCap(t *testing.T) {
-	p, c := newFakeClockPool(t, []Key{{Secret: "sk-a"}}, WithCooldown(time.Second), WithMaxCooldown(5*time.Second))
+	p, c := newFakeClockPool(t, []Key{{Secret: "sk-a"}}, WithCooldown(time.Second), WithMaxCooldown(5*time.Second), WithAdaptiveLimits(false))
 	k := p.snap.Load().keys[0]
 	want := []time.Duration{1, 2, 4, 5, 5}
 	for i, w := range want {

@@ -39,6 +39,13 @@ func (t *Transport) inspect(resp *http.Response, l *lease) error {
 	return nil
 }
 
+// isStreaming reports whether the provider goes on writing resp after
+// its headers: a stream, or an upgraded connection.
+func isStreaming(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusSwitchingProtocols ||
+		isMediaType(header(resp.Header, "Content-Type"), "text/event-stream")
+}
+
 // isMediaType reports whether the Content-Type value ct is of the media
 // type want (lower case), whatever its case and parameters.
 func isMediaType(ct, want string) bool {

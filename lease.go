@@ -18,12 +18,20 @@ import (
 // any bytes read ahead to inspect the body, and watches the bytes go by
 // for the usage that settles the TPM reservation.
 type lease struct {
-	pool     *Pool
-	key      *keyState
-	tokens   int   // reserved against TPM
-	inFlight int64 // on the account when the request was sent, itself included
-	released atomic.Bool
-	sent     sentBody // the request body of the attempt made under the lease
+	pool   *Pool
+	key    *keyState
+	tokens int // reserved against TPM
+	// inFlight is how many requests the provider was working on for the
+	// account when this one was sent, itself included; served is the
+	// fewer of that and how many it was working on when the answer came.
+	// Both counts may be one too high (the provider frees a slot as soon
+	// as it has written an answer, before keypool has read it), each at
+	// its own moment: the fewer is the safer account of what the
+	// provider served at once.
+	inFlight, served int64
+	atProvider       atomic.Bool // sent, and the provider is not done with it
+	released         atomic.Bool
+	sent             sentBody // the request body of the attempt made under the lease
 
 	ahead    []byte // read ahead of the caller, served first
 	aheadBuf [64]byte
@@ -61,10 +69,27 @@ func (l *lease) takeAhead(rc io.ReadCloser) io.ReadCloser {
 	return b
 }
 
+// sending counts the request at the provider, as it is sent.
+func (l *lease) sending() {
+	l.atProvider.Store(true)
+	l.inFlight = l.key.account.slots.sent()
+	l.served = l.inFlight
+}
+
+// providerDone counts the provider done with the request: it answered,
+// and unless the answer is a stream it has written all of it.
+func (l *lease) providerDone() {
+	if l.atProvider.CompareAndSwap(true, false) {
+		l.served = min(l.inFlight, l.key.account.slots.atProvider.Load())
+		l.key.account.slots.done()
+	}
+}
+
 func (l *lease) release() {
 	if !l.released.CompareAndSwap(false, true) {
 		return
 	}
+	l.providerDone()
 	l.mu.Lock()
 	found, used := l.usage.found, l.usage.tokens()
 	l.usage.done()

@@ -59,9 +59,11 @@ func WithMaxWait(d time.Duration) Option {
 }
 
 // WithCooldown sets how long an account cools down after a 429 that says
-// nothing of when to come back (DeepSeek sends no Retry-After). Each
-// further 429 in a row doubles it, up to the maximum cooldown. The
-// default is one second.
+// nothing of when to come back (DeepSeek sends no Retry-After), when
+// limits are not learned; each further 429 in a row doubles it, up to the
+// maximum cooldown. When they are learned, such 429s lower the learned
+// limit instead, and only a run of them that no cap explains pauses the
+// account, for an eighth of this, doubling. The default is one second.
 func WithCooldown(d time.Duration) Option {
 	return func(c *poolConfig) error { c.cooldown = d; return positive("WithCooldown", d) }
 }
@@ -97,10 +99,13 @@ func WithEjection(failures int, d time.Duration) Option {
 // WithAdaptiveLimits turns the learning of in-flight limits on or off.
 // On, the default, each account's in-flight limit is learned from its
 // answers: from 1 up, for accounts whose keys set no MaxConcurrent, and
-// at most MaxConcurrent for the others; a 429 without any retry hint sent
-// with several requests in flight lowers it, successes raise it. Off,
-// accounts without MaxConcurrent have no in-flight limit and a 429 only
-// cools the account down.
+// at most MaxConcurrent for the others. A 429 without any retry hint that
+// a cap on requests in flight explains lowers it; successes raise it; a
+// 429 that no cap explains (the provider served as many at once a moment
+// ago, or refuses at random) leaves it alone, and pauses the account only
+// after several in a row. See the package documentation. Off, accounts
+// without MaxConcurrent have no in-flight limit and every bare 429 cools
+// the account down.
 func WithAdaptiveLimits(on bool) Option {
 	return func(c *poolConfig) error { c.adaptive = on; return nil }
 }

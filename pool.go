@@ -256,5 +256,6 @@ func (s *snapshot) anyServes(r *acquireRequest) bool {
 }
 
 func (p *Pool) newLease(k *keyState, tokens int, inFlight int64) *lease {
+	// inFlight counts the slots held, until the request is sent.
 	return &lease{pool: p, key: k, tokens: tokens, inFlight: inFlight}
 }

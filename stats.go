@@ -66,6 +66,14 @@ type KeyStats struct {
 	// Limit is the in-flight limit of the key's account: MaxConcurrent,
 	// or the limit learned so far (see WithAdaptiveLimits); 0 means none.
 	Limit int
+	// OverloadLevel is the number of requests in flight at which the
+	// account last answered a 429 that concurrency explains, and so
+	// above its cap; 0 when none is known. The learned limit stays below
+	// it but for a probe now and then.
+	OverloadLevel int
+	// NextProbe is when the learned limit may next try OverloadLevel
+	// again; the zero time when none is known.
+	NextProbe time.Time
 	// Tokens counts the tokens the upstream reported using for the key's
 	// requests (usage of JSON answers and of streams' final chunks).
 	Tokens int64
@@ -102,6 +110,10 @@ func (p *Pool) Stats() []KeyStats {
 		}
 		if cool > now {
 			st.CooldownUntil = time.Unix(0, cool)
+		}
+		if learned := k.account.slots.learned; learned != nil {
+			ls := learned.state()
+			st.OverloadLevel, st.NextProbe = int(ls.level), ls.nextProbe
 		}
 		out[i] = st
 	}

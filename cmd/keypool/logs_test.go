@@ -19,7 +19,7 @@ func TestAccessLogs(t *testing.T) {
 	p.chat(t, chatBody) // one of them meets the revoked key first
 	resp := p.do(t, "POST", "/v1/chat/completions?key="+token, chatBody, http.Header{"Authorization": {"Bearer " + token + "-wrong"}})
 	resp.Body.Close()
-	resp = p.do(t, "GET", "/v1/models", "", http.Header{"X-Api-Key": {keyA}, "Cookie": {"session=" + token}})
+	resp = p.do(t, "GET", "/v1/no-such-endpoint", "", http.Header{"X-Api-Key": {keyA}, "Cookie": {"session=" + token}})
 	resp.Body.Close()
 	p.chat(t, `{"model":`) // the simulator answers 400
 

@@ -18,9 +18,9 @@ import (
 func TestMain(m *testing.M) {
 	// The simulator runs in memory, so that the demo can run in virtual
 	// time (see inVirtualTime): a socket would hold the bubble's clock.
-	startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, *http.Transport) {
+	startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, http.RoundTripper) {
 		sim := fakeupstream.NewInMemory(cfg)
-		return sim, sim.Client().Transport.(*http.Transport)
+		return sim, sim.Client().Transport
 	}
 	goleak.VerifyTestMain(m)
 }

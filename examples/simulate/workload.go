@@ -63,7 +63,7 @@ func simConfig(cfg config, secrets []string) fakeupstream.Config {
 // startSimulator starts the simulated provider on loopback, and the
 // transport that reaches it. The tests start it in memory instead, to
 // run the demo in virtual time.
-var startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, *http.Transport) {
+var startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, http.RoundTripper) {
 	return fakeupstream.New(cfg), &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 30 * time.Second}
 }
 
@@ -83,7 +83,9 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 	// before the first request.
 	sim, base := startSimulator(simConfig(cfg, secrets))
 	defer sim.Close()
-	defer base.CloseIdleConnections()
+	if c, ok := base.(interface{ CloseIdleConnections() }); ok {
+		defer c.CloseIdleConnections()
+	}
 	client, err := sc.client(env{cfg: cfg, secrets: secrets, base: base})
 	if err != nil {
 		return nil, err

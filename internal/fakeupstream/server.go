@@ -18,6 +18,7 @@ type Server struct {
 	srv    *httptest.Server
 	start  time.Time
 	client *http.Client
+	direct *inProcess // the in-memory server's transport
 
 	mu       sync.Mutex // guards everything below
 	cfg      Config
@@ -39,11 +40,13 @@ func New(cfg Config) *Server {
 	return start(cfg, false)
 }
 
-// NewInMemory starts a server on an in-memory network: its Client
-// reaches it through pipes, never a socket. Tests that run in a
-// testing/synctest bubble need it: there, time moves only while every
-// goroutine waits on the bubble's channels and timers, and one reading a
-// socket would keep it still. Close it when done.
+// NewInMemory starts a server in memory: its Client hands each request
+// straight to the simulator's handler, with no socket and no HTTP on the
+// wire, and its URL is a placeholder that only that Client reaches. Tests
+// that run in a testing/synctest bubble need it: there, time moves only
+// while every goroutine waits on the bubble's channels and timers, and
+// one reading a socket would keep it still. It is also far cheaper per
+// request than loopback. Close it when done.
 func NewInMemory(cfg Config) *Server {
 	return start(cfg, true)
 }
@@ -60,22 +63,26 @@ func start(cfg Config, inMemory bool) *Server {
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.Config.ErrorLog = quietLog()
-	if inMemory {
-		pipes := newPipeListener()
-		s.srv.Listener = pipes
-		s.client = &http.Client{Transport: pipes.transport()}
-	}
 	s.start = time.Now() // before the first request can read it
+	if inMemory {
+		s.direct = &inProcess{handler: http.HandlerFunc(s.serve)}
+		s.client = &http.Client{Transport: s.direct}
+		s.URL = "http://fakeupstream.invalid"
+		return s
+	}
 	s.srv.Start()
 	s.URL = s.srv.URL
-	if s.client == nil {
-		s.client = s.srv.Client()
-	}
+	s.client = s.srv.Client()
 	return s
 }
 
-// Close shuts the server down, closing any connection still open.
+// Close shuts the server down, closing any connection still open and
+// ending every request still being answered.
 func (s *Server) Close() {
+	if s.direct != nil {
+		s.direct.close()
+		return
+	}
 	s.srv.CloseClientConnections()
 	s.srv.Close()
 	s.client.CloseIdleConnections()
