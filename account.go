@@ -1,19 +1,25 @@
 package keypool
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // account is the state that the keys of one account share, in parts
 // named for what they guard: its in-flight slots (and the limit learned
 // on them), its request and token budgets, and its standing (cooldown
 // and disablement). A key that is its own account has one of its own.
 type account struct {
+	id       string // its name in a Store: Key.Account, or the key's Name
 	slots    slots
 	budgets  budgets
 	standing standing
+
+	sharedLimit atomic.Int64 // the learned limit last told the store
 }
 
-func newAccount(lim Limits, adaptive bool, now time.Time) *account {
-	a := &account{}
+func newAccount(id string, lim Limits, adaptive bool, now time.Time) *account {
+	a := &account{id: id}
 	a.slots.init(lim.MaxConcurrent, adaptive)
 	a.budgets.set(now, lim)
 	return a

@@ -171,6 +171,23 @@ func (l *adaptiveLimit) overloaded(inFlight int64, now time.Time, inARow bool) b
 	return true
 }
 
+// probing reports whether the limit stands at the level that overloaded,
+// for a probe; l.mu is held.
+func (l *adaptiveLimit) probing() bool {
+	return l.overloadLevel > 0 && int64(l.limit) >= l.overloadLevel
+}
+
+// settled is the limit without a probe under way: what other replicas
+// should use (see Store).
+func (l *adaptiveLimit) settled() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.probing() {
+		return l.overloadLevel - 1
+	}
+	return int64(l.limit)
+}
+
 // learned is what Stats shows of the limit.
 type learned struct {
 	level     int64     // overloadLevel
@@ -184,4 +201,22 @@ func (l *adaptiveLimit) state() learned {
 		return learned{}
 	}
 	return learned{level: l.overloadLevel, nextProbe: l.nextProbe}
+}
+
+// adopt takes on a limit that another replica learned for the account
+// (see Store), when it differs from this one's.
+func (l *adaptiveLimit) adopt(limit int64) {
+	if l.current.Load() == limit {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.probing() {
+		return // this replica's probe decides
+	}
+	if float64(limit) < l.limit {
+		l.inSlowStart = false // another replica found the cap
+	}
+	l.limit = min(float64(limit), l.ceilingNow(), maxLearnedLimit)
+	l.current.Store(int64(l.limit))
 }

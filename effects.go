@@ -41,8 +41,24 @@ func (p *Pool) answered(l *lease, status int) {
 	if status >= 200 && status < 300 {
 		k.successes.Add(1)
 		k.account.slots.succeeded(l.served, p.clock)
+		p.share(k.account)
 	}
 	k.account.standing.succeeded()
+}
+
+// share tells a store what changed of an account's learned limit, if
+// anything did.
+func (p *Pool) share(a *account) {
+	if p.shared != nil && a.slots.learned != nil {
+		p.shared.setLimit(a)
+	}
+}
+
+// shareBlock tells a store of a block, for every replica.
+func (p *Pool) shareBlock(k *keyState, what StoreRefusal, until int64) {
+	if p.shared != nil {
+		p.shared.block(StoreBlock{Account: k.account.id, Key: k.name, What: what, Until: time.Unix(0, until)})
+	}
 }
 
 // pauseAfter is how many bare 429s in a row that concurrency does not
@@ -67,30 +83,40 @@ func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	k.rateLimited.Add(1)
 	k.proven.Store(true) // it answered: the key itself is good
 	inRow := int(min(k.account.standing.rateLimited(), 64))
+	var cool time.Duration
 	switch {
 	case wait > 0:
-		k.account.standing.coolDown(now, min(wait, p.cfg.maxCooldown))
+		cool = min(wait, p.cfg.maxCooldown)
 	case k.account.slots.learned == nil:
-		k.account.standing.coolDown(now, min(doubled(p.cfg.cooldown, inRow-1), p.cfg.maxCooldown))
+		cool = min(doubled(p.cfg.cooldown, inRow-1), p.cfg.maxCooldown)
 	case k.account.slots.overloaded(l.inFlight, now, inRow >= pauseAfter):
-		// A concurrency cap: the lowered limit is the remedy.
+		p.share(k.account) // a concurrency cap: the lowered limit is the remedy
+		return
 	case inRow >= pauseAfter:
-		k.account.standing.coolDown(now, min(doubled(p.cfg.cooldown/8, inRow-pauseAfter), p.cfg.maxCooldown))
+		cool = min(doubled(p.cfg.cooldown/8, inRow-pauseAfter), p.cfg.maxCooldown)
+	default:
+		return
 	}
+	k.account.standing.coolDown(now, cool)
+	p.shareBlock(k, RefusedCooling, addNanos(now.UnixNano(), cool))
 }
 
 // revoked disables a key the provider refused (401, 403).
 func (p *Pool) revoked(k *keyState, now time.Time) {
 	k.failures.Add(1)
 	k.proven.Store(false)
-	storeLater(&k.offUntil, addNanos(now.UnixNano(), p.cfg.disableFor))
+	until := addNanos(now.UnixNano(), p.cfg.disableFor)
+	storeLater(&k.offUntil, until)
+	p.shareBlock(k, RefusedKeyDisabled, until)
 }
 
 // exhausted disables an account that ran out of money or quota; each of
 // its keys is probed when it comes back.
 func (p *Pool) exhausted(k *keyState, now time.Time) {
 	k.failures.Add(1)
-	k.account.standing.disable(addNanos(now.UnixNano(), p.cfg.disableFor))
+	until := addNanos(now.UnixNano(), p.cfg.disableFor)
+	k.account.standing.disable(until)
+	p.shareBlock(k, RefusedAccountDisabled, until)
 	for _, other := range p.snap.Load().keys {
 		if other.account == k.account {
 			other.proven.Store(false)
@@ -104,7 +130,9 @@ func (p *Pool) failed(k *keyState, now time.Time) {
 	if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
 		k.failsInRow.Store(0)
 		k.proven.Store(false)
-		storeLater(&k.ejectedUntil, addNanos(now.UnixNano(), p.cfg.ejectFor))
+		until := addNanos(now.UnixNano(), p.cfg.ejectFor)
+		storeLater(&k.ejectedUntil, until)
+		p.shareBlock(k, RefusedKeyDisabled, until)
 	}
 }
 
@@ -116,6 +144,7 @@ func (p *Pool) Disable(name string) error {
 		return err
 	}
 	k.offUntil.Store(disabledForever)
+	p.shareBlock(k, RefusedKeyDisabled, disabledForever)
 	return nil
 }
 
@@ -132,6 +161,9 @@ func (p *Pool) Enable(name string) error {
 	k.failsInRow.Store(0)
 	k.proven.Store(false) // probed again, one request at a time
 	k.account.standing.enable()
+	if p.shared != nil {
+		p.shared.block(StoreBlock{Account: k.account.id, Key: k.name}) // clears
+	}
 	p.wake()
 	return nil
 }

@@ -97,7 +97,7 @@ func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt i
 	if at := k.disabledUntil(); at > ns {
 		return 0, at, true
 	}
-	if at := k.account.standing.cooldownUntil(); at > ns {
+	if at := max(k.account.standing.cooldownUntil(), k.account.standing.sharedUntil.Load()); at > ns {
 		return 0, at, false
 	}
 	if k.proven.Load() {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // lease is one request's hold on a key: an in-flight slot on the key and
@@ -31,7 +32,16 @@ type lease struct {
 	inFlight, served int64
 	atProvider       atomic.Bool // sent, and the provider is not done with it
 	released         atomic.Bool
-	sent             sentBody // the request body of the attempt made under the lease
+
+	// storeLease names the lease's slot in the pool's Store, when it has
+	// one; sharedInFlight is how many slots the account held in every
+	// replica, this one's included, when the store granted it.
+	storeLease     string
+	sharedInFlight int64
+	sharedDone     bool // the store's slot was given back already
+	renewEvery     time.Duration
+	stopRenew      func() bool // stops the renewal of storeLease; under mu
+	sent           sentBody    // the request body of the attempt made under the lease
 
 	ahead    []byte // read ahead of the caller, served first
 	aheadBuf [64]byte
@@ -72,17 +82,31 @@ func (l *lease) takeAhead(rc io.ReadCloser) io.ReadCloser {
 // sending counts the request at the provider, as it is sent.
 func (l *lease) sending() {
 	l.atProvider.Store(true)
-	l.inFlight = l.key.account.slots.sent()
+	// With a store, the other replicas' requests count too: the provider
+	// counts them all.
+	l.inFlight = max(l.key.account.slots.sent(), l.sharedInFlight)
 	l.served = l.inFlight
 }
 
 // providerDone counts the provider done with the request: it answered,
 // and unless the answer is a stream it has written all of it.
 func (l *lease) providerDone() {
-	if l.atProvider.CompareAndSwap(true, false) {
-		l.served = min(l.inFlight, l.key.account.slots.atProvider.Load())
-		l.key.account.slots.done()
+	if !l.atProvider.CompareAndSwap(true, false) {
+		return
 	}
+	if l.storeLease != "" && !l.released.Load() {
+		// The store counts what the provider works on, as the limit
+		// learns from it: the slot goes back now, and the tokens are
+		// settled when the answer has been read. How many the account
+		// still held then is the other count of what was served.
+		if n := l.pool.shared.release(l, 0); n > 0 {
+			l.served = min(l.inFlight, n)
+		}
+		l.sharedDone = true
+	} else if l.sharedInFlight == 0 { // with a store, this process sees only its own
+		l.served = min(l.inFlight, l.key.account.slots.atProvider.Load())
+	}
+	l.key.account.slots.done()
 }
 
 func (l *lease) release() {
@@ -97,19 +121,54 @@ func (l *lease) release() {
 	if found {
 		l.key.tokens.Add(int64(used))
 	}
-	if l.tokens > 0 {
-		switch {
-		case !l.answered:
-			// Refused or failed: the provider counted nothing.
-			l.key.account.budgets.settle(l.pool.clock.Now(), l.tokens, 0)
-		case found:
-			l.key.account.budgets.settle(l.pool.clock.Now(), l.tokens, used)
+	refund := 0 // of the tokens reserved
+	switch {
+	case l.tokens == 0:
+	case !l.answered:
+		refund = l.tokens // refused or failed: the provider counted nothing
+	case found:
+		refund = l.tokens - used
+	}
+	// An answer without usage keeps its reservation as the estimate of
+	// what it used.
+	if refund != 0 {
+		l.key.account.budgets.settle(l.pool.clock.Now(), l.tokens, l.tokens-refund)
+	}
+	if l.storeLease != "" {
+		l.mu.Lock()
+		if l.stopRenew != nil {
+			l.stopRenew()
 		}
-		// An answer without usage keeps its reservation as the
-		// estimate of what it used.
+		l.mu.Unlock()
+		if !l.sharedDone || refund != 0 {
+			l.pool.shared.release(l, refund)
+		}
 	}
 	l.key.put()
 	l.pool.wake()
+}
+
+// keepAlive renews the lease's slot in the store while its answer is
+// read, so that a stream that outlives the store's lease time keeps it.
+func (l *lease) keepAlive() {
+	if l.storeLease == "" {
+		return
+	}
+	var renew func()
+	renew = func() {
+		if l.released.Load() {
+			return
+		}
+		l.pool.shared.renew(l)
+		l.mu.Lock()
+		if !l.released.Load() {
+			l.stopRenew = l.pool.clock.AfterFunc(l.renewEvery, renew)
+		}
+		l.mu.Unlock()
+	}
+	l.mu.Lock()
+	l.stopRenew = l.pool.clock.AfterFunc(l.renewEvery, renew)
+	l.mu.Unlock()
 }
 
 // Read reads the upstream body and releases the lease at its end or on

@@ -25,6 +25,7 @@ type poolConfig struct {
 	ejectFor    time.Duration
 	adaptive    bool
 	clock       clock
+	store       Store
 }
 
 func defaultPoolConfig() poolConfig {

@@ -18,6 +18,7 @@ type Pool struct {
 
 	snap   atomic.Pointer[snapshot]
 	cursor atomic.Uint64 // position on the selection cycle
+	shared *shared       // nil without a Store
 
 	// nwait counts queued waiters. While it is non-zero, new requests
 	// queue behind them (FIFO), and releases wake the queue.
@@ -72,13 +73,44 @@ func New(keys []Key, opts ...Option) (*Pool, error) {
 			return nil, err
 		}
 	}
-	normalized, Limits, err := validateKeys(keys)
+	normalized, limits, err := validateKeys(keys)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pool{cfg: cfg, clock: cfg.clock}
-	p.snap.Store(newSnapshot(p.buildKeys(normalized, Limits, nil)))
+	if cfg.store != nil {
+		if err := storeReady(cfg.store); err != nil {
+			return nil, err
+		}
+		p.shared = newShared(cfg.store, cfg.clock)
+	}
+	p.setKeys(p.buildKeys(normalized, limits, nil))
+	if p.shared != nil {
+		p.shared.watch(p)
+	}
 	return p, nil
+}
+
+// storeReady asks a store that can tell whether it is ready.
+func storeReady(s Store) error {
+	r, ok := s.(interface{ Ready(context.Context) error })
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Ready(ctx); err != nil {
+		return fmt.Errorf("%w: the store is not ready: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// setKeys puts keys in place for the requests to come.
+func (p *Pool) setKeys(keys []*keyState) {
+	p.snap.Store(newSnapshot(keys))
+	if p.shared != nil {
+		p.shared.track(keys)
+	}
 }
 
 // buildKeys makes the state of validated keys. Keys of an account that
@@ -96,11 +128,11 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]Limits, existing []*keySt
 		lim := k.limits()
 		var acct *account
 		if k.Account == "" {
-			acct = newAccount(lim, p.cfg.adaptive, now)
+			acct = newAccount("k:"+k.Name, lim, p.cfg.adaptive, now)
 		} else {
 			lim = limits[k.Account]
 			if acct = accounts[k.Account]; acct == nil {
-				acct = newAccount(lim, p.cfg.adaptive, now)
+				acct = newAccount("a:"+k.Account, lim, p.cfg.adaptive, now)
 				accounts[k.Account] = acct
 			}
 		}

@@ -40,7 +40,7 @@ func (p *Pool) Add(keys ...Key) error {
 		}
 	}
 	added := p.buildKeys(normalized[len(old.keys):], limits, old.keys)
-	p.snap.Store(newSnapshot(append(slices.Clone(old.keys), added...)))
+	p.setKeys(append(slices.Clone(old.keys), added...))
 	p.wake()
 	return nil
 }
@@ -104,7 +104,7 @@ func (p *Pool) changeKey(name string, change func(keys []*keyState, k *keyState)
 	if err != nil {
 		return err
 	}
-	p.snap.Store(newSnapshot(keys))
+	p.setKeys(keys)
 	p.wake()
 	return nil
 }

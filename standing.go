@@ -11,6 +11,10 @@ type standing struct {
 	coolUntil    atomic.Int64 // unix nanoseconds
 	offUntil     atomic.Int64 // unix nanoseconds
 	limitedInRow atomic.Int32 // 429s since the last success
+	// sharedUntil is when the store may grant a slot again, after it
+	// refused one: other replicas hold every slot, or spent a budget. A
+	// slot released anywhere clears it.
+	sharedUntil atomic.Int64
 }
 
 // coolDown rests the account for d from now.
@@ -34,6 +38,7 @@ func (s *standing) disable(until int64) { storeLater(&s.offUntil, until) }
 func (s *standing) enable() {
 	s.offUntil.Store(0)
 	s.coolUntil.Store(0)
+	s.sharedUntil.Store(0)
 	s.limitedInRow.Store(0)
 }
 

@@ -74,6 +74,10 @@ type KeyStats struct {
 	// NextProbe is when the learned limit may next try OverloadLevel
 	// again; the zero time when none is known.
 	NextProbe time.Time
+	// Shared reports whether the account's state is shared with other
+	// replicas through the pool's Store now: false without a store, and
+	// while the store cannot be reached (see Pool.StoreErr).
+	Shared bool
 	// Tokens counts the tokens the upstream reported using for the key's
 	// requests (usage of JSON answers and of streams' final chunks).
 	Tokens int64
@@ -111,6 +115,7 @@ func (p *Pool) Stats() []KeyStats {
 		if cool > now {
 			st.CooldownUntil = time.Unix(0, cool)
 		}
+		st.Shared = p.shared != nil && p.shared.err() == nil
 		if learned := k.account.slots.learned; learned != nil {
 			ls := learned.state()
 			st.OverloadLevel, st.NextProbe = int(ls.level), ls.nextProbe
@@ -118,4 +123,15 @@ func (p *Pool) Stats() []KeyStats {
 		out[i] = st
 	}
 	return out
+}
+
+// StoreErr reports why the pool keeps to its own limits instead of those
+// shared through its Store (see WithStore): an error wrapping
+// ErrStoreUnavailable and the store's own, while the store cannot be
+// reached. It is nil without a store, and once the store answers again.
+func (p *Pool) StoreErr() error {
+	if p.shared == nil {
+		return nil
+	}
+	return p.shared.err()
 }

@@ -147,12 +147,19 @@ func (c *call) init(t *Transport, req *http.Request) error {
 // of the pool's maximum wait. No attempt starts once the caller's
 // context is done.
 func (c *call) acquire() (*lease, error) {
-	if err := c.ctx.Err(); err != nil {
-		return nil, err
+	for {
+		if err := c.ctx.Err(); err != nil {
+			return nil, err
+		}
+		l, waited, err := c.t.pool.acquire(c.ctx, &c.need, c.waitLeft)
+		c.waitLeft -= waited
+		if err != nil || c.t.pool.shared == nil || c.t.pool.shared.confirm(c.ctx, l) {
+			return l, err
+		}
+		// Other replicas hold the slot, or the store knows a block this
+		// process did not: the pool now passes that over. Try again.
+		l.release()
 	}
-	l, waited, err := c.t.pool.acquire(c.ctx, &c.need, c.waitLeft)
-	c.waitLeft -= waited
-	return l, err
 }
 
 // spent reports whether a, which asks to be retried, must be the last
