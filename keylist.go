@@ -3,6 +3,7 @@ package keypool
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -152,4 +153,18 @@ func unquote(v string) string {
 		return v[1 : len(v)-1]
 	}
 	return v
+}
+
+// KeysFromEnv reads a key list in ParseKeys syntax from the environment
+// variable name. Its errors name the variable, never its value.
+func KeysFromEnv(name string) ([]Key, error) {
+	list, ok := os.LookupEnv(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: the environment variable %s is not set", ErrNoKeys, name)
+	}
+	keys, err := ParseKeys(list)
+	if err != nil {
+		return nil, fmt.Errorf("environment variable %s: %w", name, err)
+	}
+	return keys, nil
 }

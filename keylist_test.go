@@ -140,3 +140,22 @@ func TestParseKeysTrimsModels(t *testing.T) {
 		t.Errorf("a deepseek-reasoner request: %v", err)
 	}
 }
+
+// KeysFromEnv reads a variable, and its errors name it but never show
+// its value.
+func TestKeysFromEnv(t *testing.T) {
+	const secret = "sk-env-0123456789abcdefwxyz"
+	t.Setenv("KEYPOOL_TEST_KEYS", secret+";max=5, sk-env-0123456789abcdef2222")
+	keys, err := KeysFromEnv("KEYPOOL_TEST_KEYS")
+	if err != nil || len(keys) != 2 || keys[0].Secret != secret || keys[0].MaxConcurrent != 5 {
+		t.Fatalf("KeysFromEnv = %v, %v", keys, err)
+	}
+	t.Setenv("KEYPOOL_TEST_BAD", secret+";rpm=lots")
+	_, err = KeysFromEnv("KEYPOOL_TEST_BAD")
+	if err == nil || !strings.Contains(err.Error(), "KEYPOOL_TEST_BAD") || strings.Contains(err.Error(), "0123456789abcdef") {
+		t.Errorf("bad list: %v", err)
+	}
+	if _, err := KeysFromEnv("KEYPOOL_TEST_UNSET_VARIABLE"); !errors.Is(err, ErrNoKeys) || !strings.Contains(err.Error(), "KEYPOOL_TEST_UNSET_VARIABLE") {
+		t.Errorf("unset variable: %v", err)
+	}
+}

@@ -34,7 +34,8 @@ func main() {
 		fmt.Println("KEYPOOL_KEYS or KEYPOOL_BASE_URL not set: using the simulator")
 	}
 
-	keys, err := keypool.ParseKeys(list) // for example "sk-a;max=50, sk-b;max=50;weight=2"
+	os.Setenv("KEYPOOL_KEYS", list)
+	keys, err := keypool.KeysFromEnv("KEYPOOL_KEYS") // for example "sk-a;max=50, sk-b;max=50;weight=2"
 	if err != nil {
 		log.Fatal(err)
 	}
