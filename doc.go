@@ -96,6 +96,14 @@
 // x-ratelimit-remaining-* headers lower the RPM and TPM budgets, so
 // limits the provider states are kept before a 429, not learned from one.
 //
+// # Replicas
+//
+// Replicas of a service that hold the same keys share their accounts'
+// state through a Store (WithStore; package redisstore keeps it in
+// Redis): each slot the pool grants is confirmed by the store, and what
+// one replica learns holds for all. When the store fails the pool keeps
+// to its own limits (Pool.StoreErr says so) and no request fails.
+//
 // # Reconfiguration
 //
 // Keys can be added, removed, disabled and re-weighted while the pool

@@ -23,6 +23,11 @@ type config struct {
 	Jitter   time.Duration `json:"jitter_ns"`       // random extra latency, up to this
 	Outage   *outage       `json:"outage,omitempty"`
 	Seed     uint64        `json:"seed"` // of the arrivals and the simulator
+	// Replicas, when more than 1, adds two scenarios: that many
+	// replicas of keypool in one process, without a store and sharing
+	// Redis (the one at Redis, or an embedded one).
+	Replicas int    `json:"replicas,omitempty"`
+	Redis    string `json:"redis,omitempty"`
 	// Requests is how many requests arrive in each scenario's run.
 	Requests int `json:"requests"`
 	// Scenarios names the scenarios run, in order.
@@ -68,6 +73,8 @@ func newFlagSet(cfg *config, out *output, outageSpec *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.Deadline, "deadline", 3*time.Second, "a request not answered this long after it arrived fails")
 	fs.DurationVar(&cfg.Latency, "latency", 150*time.Millisecond, "upstream latency of a request")
 	fs.DurationVar(&cfg.Jitter, "jitter", 50*time.Millisecond, "random extra latency, up to this")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "also run this many replicas of keypool in one process, without a store and sharing Redis")
+	fs.StringVar(&cfg.Redis, "redis", "", "the Redis the replicas share, as host:port (default: an embedded one)")
 	fs.StringVar(outageSpec, "outage", "", "make one key's account answer 503 for a while: KEY:START-END, e.g. 2:3s-6s")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the arrivals and of the simulator's randomness")
 	fs.BoolVar(&out.json, "json", false, "print the results as JSON instead of a table")
@@ -81,6 +88,8 @@ func (cfg config) check() error {
 	switch {
 	case cfg.Keys < 1:
 		return fmt.Errorf("-keys %d: want at least 1", cfg.Keys)
+	case cfg.Replicas < 1:
+		return fmt.Errorf("-replicas %d: want at least 1", cfg.Replicas)
 	case cfg.Cap < 1:
 		return fmt.Errorf("-cap %d: want at least 1", cfg.Cap)
 	case cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0):

@@ -59,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		}()
 	}
 
-	ss := scenarios()
+	ss := scenarios(cfg)
 	cfg.Scenarios = scenarioNames(ss)
 	arr := arrivals(cfg.Rate, cfg.Duration, cfg.Seed)
 	if len(arr) == 0 {

@@ -56,10 +56,10 @@ func testProgressIsPlainLinesWhenNotATerminal(t *testing.T) {
 		t.Errorf("progress wrote \\r to a non-terminal: %q", got)
 	}
 	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
-	if len(lines) != len(scenarios()) {
-		t.Fatalf("progress wrote %d lines, want one per scenario (%d): %q", len(lines), len(scenarios()), got)
+	if len(lines) != len(scenarios(config{})) {
+		t.Fatalf("progress wrote %d lines, want one per scenario (%d): %q", len(lines), len(scenarios(config{})), got)
 	}
-	for i, sc := range scenarios() {
+	for i, sc := range scenarios(config{}) {
 		if !strings.HasPrefix(lines[i], sc.name+": ") || !strings.Contains(lines[i], "% of ") {
 			t.Errorf("line %d is %q, want %q's share that succeeded", i, lines[i], sc.name)
 		}

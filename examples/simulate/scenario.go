@@ -34,11 +34,13 @@ type env struct {
 	// base is the connection pool to the simulator. Every scenario sends
 	// through one like it, so that only the key handling differs.
 	base http.RoundTripper
+	// onClose registers what to release when the run ends.
+	onClose func(func())
 }
 
 // scenarios returns the scenarios run, in the order of the table.
-func scenarios() []scenario {
-	return []scenario{
+func scenarios(cfg config) []scenario {
+	ss := []scenario{
 		{scenarioSingle, func(e env) (*http.Client, error) {
 			return &http.Client{Transport: &singleKey{base: e.base, secret: e.secrets[e.cfg.singleKey()]}}, nil
 		}},
@@ -48,6 +50,12 @@ func scenarios() []scenario {
 		{scenarioKeypool, func(e env) (*http.Client, error) { return keypoolClient(e, true) }},
 		{scenarioUnknown, func(e env) (*http.Client, error) { return keypoolClient(e, false) }},
 	}
+	if cfg.Replicas > 1 {
+		ss = append(ss,
+			scenario{replicasName(cfg.Replicas, false), func(e env) (*http.Client, error) { return replicasClient(e, false) }},
+			scenario{replicasName(cfg.Replicas, true), func(e env) (*http.Client, error) { return replicasClient(e, true) }})
+	}
+	return ss
 }
 
 // singleKey is the key the one-key scenario uses: the one with the

@@ -86,7 +86,13 @@ func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*re
 	if c, ok := base.(interface{ CloseIdleConnections() }); ok {
 		defer c.CloseIdleConnections()
 	}
-	client, err := sc.client(env{cfg: cfg, secrets: secrets, base: base})
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	client, err := sc.client(env{cfg: cfg, secrets: secrets, base: base, onClose: func(f func()) { closers = append(closers, f) }})
 	if err != nil {
 		return nil, err
 	}

@@ -207,3 +207,19 @@ func testOutageFallsInsideEveryScenario(t *testing.T) {
 		t.Errorf("%d charts shade the outage, want %d", n, len(rep.Results))
 	}
 }
+
+// With -replicas, replicas that share Redis keep the caps together,
+// where replicas without a store do not.
+func TestReplicasShareTheCaps(t *testing.T) {
+	t.Parallel() // in real time: the store's Redis is reached over a socket
+	rep := runJSON(t, append(append([]string{}, quick...), "-replicas", "3", "-duration", "300ms")...)
+	for _, r := range rep.Results {
+		if r.Name == replicasName(3, true) {
+			if r.Upstream429 != 0 || r.Failed != 0 {
+				t.Errorf("%s: %d upstream 429s, %d failed; want none", r.Name, r.Upstream429, r.Failed)
+			}
+			return
+		}
+	}
+	t.Errorf("no %q row in %v", replicasName(3, true), rep.Config.Scenarios)
+}
