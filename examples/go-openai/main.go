@@ -15,30 +15,38 @@ import (
 	"log"
 	"net/http"
 	"os"
-	"strings"
 
 	"github.com/keypool/keypool"
 	"github.com/keypool/keypool/internal/fakeupstream"
 	openai "github.com/sashabaranov/go-openai"
 )
 
+// simulatedKeys are the simulator's keys, in ParseKeys syntax.
+const simulatedKeys = "sk-demo-aaaaaaaaaaaaaaaa0001;max=50, sk-demo-bbbbbbbbbbbbbbbb0002;max=50"
+
 func main() {
-	list, baseURL := os.Getenv("KEYPOOL_KEYS"), os.Getenv("KEYPOOL_BASE_URL")
-	base := http.DefaultTransport
-	if list == "" || baseURL == "" {
-		secrets := []string{"sk-demo-aaaaaaaaaaaaaaaa0001", "sk-demo-bbbbbbbbbbbbbbbb0002"}
-		list = strings.Join(secrets, ";max=50,") + ";max=50"
-		sim := fakeupstream.New(fakeupstream.Config{Keys: map[string]fakeupstream.Key{secrets[0]: {}, secrets[1]: {}}})
+	var keys []keypool.Key
+	var err error
+	baseURL, base := os.Getenv("KEYPOOL_BASE_URL"), http.DefaultTransport
+	if os.Getenv("KEYPOOL_KEYS") != "" && baseURL != "" {
+		keys, err = keypool.KeysFromEnv("KEYPOOL_KEYS") // for example "sk-a;max=50, sk-b;max=50;weight=2"
+		if err != nil {
+			log.Fatal(err)
+		}
+	} else {
+		if keys, err = keypool.ParseKeys(simulatedKeys); err != nil {
+			log.Fatal(err)
+		}
+		simKeys := make(map[string]fakeupstream.Key, len(keys))
+		for _, k := range keys {
+			simKeys[k.Secret] = fakeupstream.Key{}
+		}
+		sim := fakeupstream.New(fakeupstream.Config{Keys: simKeys})
 		defer sim.Close()
 		baseURL, base = sim.URL+"/v1", sim.Client().Transport
 		fmt.Println("KEYPOOL_KEYS or KEYPOOL_BASE_URL not set: using the simulator")
 	}
 
-	os.Setenv("KEYPOOL_KEYS", list)
-	keys, err := keypool.KeysFromEnv("KEYPOOL_KEYS") // for example "sk-a;max=50, sk-b;max=50;weight=2"
-	if err != nil {
-		log.Fatal(err)
-	}
 	pool, err := keypool.New(keys)
 	if err != nil {
 		log.Fatal(err)
