@@ -34,10 +34,17 @@ func (c *call) attempt(l *lease) (a attempt) {
 	if a.callerFault = c.faultOf(l, err); a.callerFault != nil {
 		return a
 	}
+	var errText []byte
 	if resp != nil && resp.StatusCode >= 400 {
 		a.peek = peekBody(resp, errorPeekBytes)
+		errText = decodedErrorBody(resp, a.peek)
 	}
-	a.outcome = classify(resp, err, decodedErrorBody(resp, a.peek), c.t.retryOnReset, c.t.pool.clock)
+	a.outcome = classify(resp, err, errText, c.t.retryOnReset, c.t.pool.clock)
+	if l.mapped != "" && resp != nil && isModelRefusal(resp.StatusCode, parseErrorBody(errText)) {
+		// The key's provider does not know the name its ModelMap gave:
+		// the mapping is wrong, not the caller's request.
+		a.outcome = Outcome{Effect: EffectModelNotFound, Retry: RetryNow}
+	}
 	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 && a.outcome.Retry == RetryNo {
 		if bad := c.t.inspect(resp, l); bad != nil {
 			discard(resp.Body)
@@ -91,7 +98,7 @@ func (c *call) faultOf(l *lease, err error) error {
 	if bad := checkRequestLine(c.req); bad != nil {
 		return bad
 	}
-	return l.sent.fault(c.req.ContentLength)
+	return l.sent.fault()
 }
 
 // classifierReadMax bounds what a classifier may read of a body and still
@@ -117,22 +124,15 @@ func (t *Transport) judge(resp *http.Response, err error, o Outcome, l *lease) O
 // attempt went.
 func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
 	req := c.req
-	rc, err := c.body.next()
-	if err != nil {
-		return nil, req.URL, err
-	}
 	out := new(http.Request)
 	*out = *req // keeps the context; every field changed below is replaced, not modified
-	out.Body = rc
-	out.GetBody = c.body.getBody
+	if err := c.setBody(out, l); err != nil {
+		return nil, req.URL, err
+	}
 	if l == nil {
-		out.Header = stripCredentials(req.Header, 0)
+		out.Header = stripCredentials(req.Header, 0, t.pool.snap.Load().ownHeaders)
 		resp, err := t.base.RoundTrip(out)
 		return resp, out.URL, err
-	}
-	if rc != nil {
-		l.sent.rc = rc
-		out.Body = &l.sent
 	}
 	k := l.key
 	out.Header = t.headerFor(req.Header, k)
@@ -150,6 +150,34 @@ func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
 		l.providerDone()
 	}
 	return normalizeResponse(resp), out.URL, err
+}
+
+// setBody gives out, an attempt with l's key (or none), its body: the
+// caller's, or a copy with the model renamed when the key's ModelMap
+// renames it. The lease notes how the body is read.
+func (c *call) setBody(out *http.Request, l *lease) error {
+	if l != nil {
+		if _, ok := l.key.mappedModel(c.need.model); ok {
+			l.mapped = c.need.model
+		}
+		if b := c.bodyFor(l.key); b != nil {
+			c.body.close() // the caller's Body, unread: the copy replaces it
+			l.sent.rc, out.GetBody = renamedBody(b)
+			l.sent.length = int64(len(b))
+			out.Body, out.ContentLength = &l.sent, l.sent.length
+			return nil
+		}
+	}
+	rc, err := c.body.next()
+	if err != nil {
+		return err
+	}
+	out.Body, out.GetBody = rc, c.body.getBody
+	if rc != nil && l != nil {
+		l.sent.rc, l.sent.length = rc, c.req.ContentLength
+		out.Body = &l.sent
+	}
+	return nil
 }
 
 // normalizeResponse makes a base transport's answer safe to use, as
@@ -171,14 +199,26 @@ func normalizeResponse(resp *http.Response) *http.Response {
 // header is set, so that a client's placeholder key never goes upstream.
 var credentialHeaders = [...]string{"Authorization", "Api-Key", "X-Api-Key"}
 
-func stripCredentials(h http.Header, extra int) http.Header {
+// stripCredentials copies h without its credential headers, nor those
+// that keys of the pool name (Key.Header), leaving room for extra more.
+func stripCredentials(h http.Header, extra int, own []string) http.Header {
 	out := make(http.Header, len(h)+extra)
 	for name, v := range h {
-		if !isCredentialHeader(name) {
+		if !isCredentialHeader(name) && !isOwnHeader(name, own) {
 			out[name] = v // shared, never modified: only the map is ours
 		}
 	}
 	return out
+}
+
+// isOwnHeader reports whether name is one of own, in any case.
+func isOwnHeader(name string, own []string) bool {
+	for _, o := range own {
+		if strings.EqualFold(name, o) {
+			return true
+		}
+	}
+	return false
 }
 
 // isCredentialHeader reports whether name is one of credentialHeaders,
@@ -195,9 +235,20 @@ func isCredentialHeader(name string) bool {
 	return false
 }
 
+// headerFor is the header of an attempt with k: h without credentials,
+// and k's secret in k's header, or as k's auth style (or else the
+// transport's) says.
 func (t *Transport) headerFor(h http.Header, k *keyState) http.Header {
-	out := stripCredentials(h, 1)
-	switch t.auth {
+	out := stripCredentials(h, 1, t.pool.snap.Load().ownHeaders)
+	if k.secretName != "" {
+		out[k.secretName] = k.secretHeader
+		return out
+	}
+	style := k.cfg.Auth
+	if style == AuthDefault {
+		style = t.auth
+	}
+	switch style {
 	case AuthAPIKey:
 		out["Api-Key"] = k.secretHeader
 	case AuthXAPIKey:
@@ -213,11 +264,12 @@ func (t *Transport) headerFor(h http.Header, k *keyState) http.Header {
 // caused by the caller's body is not blamed on a key. The base transport
 // may read it from another goroutine.
 type sentBody struct {
-	rc  io.ReadCloser
-	mu  sync.Mutex
-	n   int64 // bytes read
-	eof bool
-	err error // the first read error other than io.EOF
+	rc     io.ReadCloser
+	length int64 // as declared: ContentLength, or the rewritten body's
+	mu     sync.Mutex
+	n      int64 // bytes read
+	eof    bool
+	err    error // the first read error other than io.EOF
 }
 
 func (b *sentBody) Read(p []byte) (int, error) {
@@ -237,8 +289,9 @@ func (b *sentBody) Read(p []byte) (int, error) {
 func (b *sentBody) Close() error { return b.rc.Close() }
 
 // fault returns why the caller's body failed the attempt, or nil: a
-// read error, or a length that is not the declared contentLength.
-func (b *sentBody) fault(contentLength int64) error {
+// read error, or a length that is not the declared one.
+func (b *sentBody) fault() error {
+	contentLength := b.length
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {

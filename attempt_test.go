@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,5 +166,57 @@ func TestNonCanonicalCredentialHeaderIsStripped(t *testing.T) {
 	readAll(t, resp)
 	if got.Load() != "Bearer sk-a" {
 		t.Errorf("upstream saw Authorization %q, want only the key's", got.Load())
+	}
+}
+
+// Each key sends its secret its own way: its Auth style, else the
+// transport's, or a header of its own; the caller's copies of any of
+// those headers never go upstream.
+func TestPerKeyAuth(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]http.Header{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	keys := []Key{
+		{Secret: "sk-default", BaseURL: srv.URL + "/default"},
+		{Secret: "sk-bearer", BaseURL: srv.URL + "/bearer", Auth: AuthBearer},
+		{Secret: "sk-azure", BaseURL: srv.URL + "/azure", Auth: AuthAPIKey},
+		{Secret: "sk-own", BaseURL: srv.URL + "/own", Header: "x-goog-api-key", Auth: AuthAPIKey},
+	}
+	tr, p, _ := newFakeClockTransport(t, keys, srv.Client().Transport, nil, WithAuth(AuthXAPIKey))
+	for _, st := range p.Stats() {
+		for _, other := range p.Stats() {
+			if other.Name != st.Name {
+				p.Disable(other.Name)
+			}
+		}
+		p.Enable(st.Name)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(chatBody))
+		req.Header.Set("Authorization", "Bearer placeholder")
+		req.Header.Set("Api-Key", "placeholder")
+		req.Header["x-goog-api-key"] = []string{"placeholder"}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	want := map[string]http.Header{
+		"/default/v1/chat/completions": {"X-Api-Key": {"sk-default"}},
+		"/bearer/v1/chat/completions":  {"Authorization": {"Bearer sk-bearer"}},
+		"/azure/v1/chat/completions":   {"Api-Key": {"sk-azure"}},
+		"/own/v1/chat/completions":     {"X-Goog-Api-Key": {"sk-own"}},
+	}
+	for path, w := range want {
+		h := seen[path]
+		for _, name := range []string{"Authorization", "Api-Key", "X-Api-Key", "X-Goog-Api-Key"} {
+			if got := h.Values(name); !slices.Equal(got, w[name]) {
+				t.Errorf("%s: %s is %q, want %q", path, name, got, w[name])
+			}
+		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 type replayBody struct {
 	first   io.ReadCloser // the caller's Body, until handed out
 	getBody func() (io.ReadCloser, error)
-	buf     []byte // the whole body, when it had to be read
+	buf     []byte // the whole body, when it had to be read or was read for its model
 }
 
 // init prepares b for req's body. On error the caller's body is closed.
@@ -84,23 +84,27 @@ func (b *replayBody) close() {
 // meta returns the model the request asks for and the tokens to reserve
 // for it against TPM. Only a JSON body naming a model is a model request:
 // anything else (no body, a file upload) names no model and reserves no
-// tokens.
-func (b *replayBody) meta(req *http.Request, limit int64) (model string, tokens int) {
+// tokens. unknown is set for a JSON body too large to read for its model.
+// A body read here is kept, for keys that rename its model.
+func (b *replayBody) meta(req *http.Request, limit int64) (model string, tokens int, unknown bool) {
 	if b.getBody == nil {
-		return "", 0
+		return "", 0, false
 	}
 	if ct := req.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
-		return "", 0 // a form or an upload: not worth reading
+		return "", 0, false // a form or an upload: not worth reading
 	}
-	buf := b.buf
-	if buf == nil {
+	if b.buf == nil {
 		rc, err := b.getBody()
 		if err != nil {
-			return "", 0 // the attempt will meet the error and say so
+			return "", 0, false // the attempt will meet the error and say so
 		}
-		buf, _ = io.ReadAll(io.LimitReader(rc, limit))
+		buf, _ := io.ReadAll(io.LimitReader(rc, limit+1))
 		rc.Close()
+		if int64(len(buf)) > limit {
+			return "", 0, bytes.HasPrefix(bytes.TrimSpace(buf[:min(len(buf), 512)]), []byte("{"))
+		}
+		b.buf = buf
 	}
-	m := parseRequestMeta(buf)
-	return m.Model, m.Tokens
+	m := parseRequestMeta(b.buf)
+	return m.Model, m.Tokens, false
 }

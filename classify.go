@@ -24,8 +24,16 @@ const (
 	// is gone. Every key of the account is disabled.
 	EffectAccountExhausted
 	// EffectFailure: the provider failed (5xx, 408, 409, 529, a broken
-	// connection). Repeated failures eject the key for a while.
+	// connection). Repeated failures eject the key for a while, and the
+	// request goes to a lower tier at once if one can serve it (see
+	// Key.Priority).
 	EffectFailure
+	// EffectModelNotFound: a 400, 404 or 422 saying that the model the
+	// key's ModelMap named does not exist at its provider. The key stops
+	// serving that model for the time WithDisableFor sets (KeyStats.
+	// RefusedModels lists it), and the request goes to another key. It
+	// means nothing for an attempt whose model no ModelMap renamed.
+	EffectModelNotFound
 )
 
 // RetryMode is whether and how an attempt is retried.

@@ -22,14 +22,17 @@
 //     openai-go set it) with no copy, or read once, up to WithMaxBodyBytes.
 //     The model and a token estimate are read from a JSON body only when
 //     some key filters on models or has a TPM limit.
-//  2. Acquire a lease: a key picked by smooth weighted round robin among
-//     the keys that are not disabled, cooling down, ejected or at a limit
+//  2. Acquire a lease: a key of the highest tier (Key.Priority) that can
+//     serve the request, picked by smooth weighted round robin among the
+//     keys that are not disabled, cooling down, ejected or at a limit
 //     (RPM, TPM, requests in flight, per key or per Account), avoiding
 //     keys this request already tried. When none is free the request
 //     waits, in arrival order, bounded by its context and by WithMaxWait,
 //     which bounds all the waiting of one request together.
 //  3. Send a shallow copy of the request with the key's credential in
-//     place of the client's own. The caller's request is never modified.
+//     place of the client's own, and its model renamed in a copy of the
+//     body when the key's ModelMap says so. The caller's request is never
+//     modified.
 //  4. Classify the answer by the table below, apply its effect to the key
 //     and its account, and either hand it over or retry on another key.
 //  5. Hand over. The lease, and so the key's in-flight slot, is held until
@@ -45,16 +48,21 @@
 //	upstream signal                 scope        action
 //	2xx                             -            success: hand over; settle TPM from usage
 //	400, 404, 422                   the request  hand over as is; no retry
+//	400, 404, 422 model_not_found   the key's    stop that mapping for the key (WithDisableFor;
+//	  after a ModelMap renamed it     mapping    KeyStats.RefusedModels); retry on another key at once
 //	401, 403                        the key      disable the key (WithDisableFor); retry on another at once
 //	402; 429 insufficient_quota     the account  disable every key of the account; retry on another at once
 //	429 with a retry hint           the account  cool down as retry-after-ms, Retry-After or
-//	                                             x-ratelimit-reset-* says; retry on another at once
+//	                                             x-ratelimit-reset-* says; retry on another at once,
+//	                                             on a lower tier if no key of this one can serve
 //	429 without a hint              the account  retry on another at once; if a cap on requests in
 //	                                             flight explains it, lower the learned limit, else
 //	                                             leave the limit alone and pause the account only
 //	                                             after 5 such 429s in a row (WithCooldown/8, doubling)
 //	408, 409, 5xx, 529              the key      jittered backoff, then another key; repeated failures
-//	                                             eject the key (WithEjection)
+//	                                             eject the key (WithEjection), probed every cooldown;
+//	                                             with a lower tier that can serve, no backoff and no
+//	                                             retry budget: the next attempt goes there at once
 //	dial, DNS or TLS error          the key      retry on another key at once
 //	reset after the request went    the key      retry on another key (WithRetryOnReset)
 //	200 JSON of only white space    the key      a failure: retry on another key
@@ -77,6 +85,25 @@
 // disablement or Enable, takes one request at a time until one succeeds,
 // so a revoked key costs one failed request, not a burst. WithClassifier
 // overrides any verdict.
+//
+// # Provider tiers
+//
+// Keys of a higher Priority serve first; those of one priority share
+// traffic by weight. A lower tier gets a request only when no key of the
+// higher ones can serve it: every one is disabled, ejected or cooling
+// down, or does not serve its model, or the request already failed there
+// with a provider failure (5xx, a broken connection). WithSpillAfter
+// lets a request that waited that long for busy keys go lower too.
+// Traffic returns to the higher tier as soon as one of its keys can
+// serve: a cooldown ends, or an ejected key answers its probe. A second
+// provider's keys name the models their way (Key.ModelMap) and send
+// their secret their way (Key.Auth, Key.Header):
+//
+//	keys := []keypool.Key{
+//		{Secret: deepseekKey, BaseURL: "https://api.deepseek.com", Priority: 1},
+//		{Secret: openrouterKey, BaseURL: "https://openrouter.ai/api",
+//			ModelMap: map[string]string{"deepseek-chat": "deepseek/deepseek-chat"}},
+//	}
 //
 // # Limits
 //

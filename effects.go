@@ -27,6 +27,18 @@ func (p *Pool) report(l *lease, o Outcome, resp *http.Response) {
 		p.exhausted(l.key, p.clock.Now())
 	case EffectFailure:
 		p.failed(l.key, p.clock.Now())
+	case EffectModelNotFound:
+		p.modelNotFound(l, status)
+	}
+}
+
+// modelNotFound stops a key from serving a model its provider does not
+// know by the name the key's ModelMap gives it. The key itself works.
+// Without a mapping (a classifier's verdict) there is nothing to stop.
+func (p *Pool) modelNotFound(l *lease, status int) {
+	p.answered(l, status)
+	if l.mapped != "" {
+		l.key.refuseModel(l.mapped, addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor))
 	}
 }
 
@@ -35,6 +47,7 @@ func (p *Pool) report(l *lease, o Outcome, resp *http.Response) {
 func (p *Pool) answered(l *lease, status int) {
 	k := l.key
 	k.proven.Store(true)
+	k.recovered()
 	if k.failsInRow.Load() != 0 {
 		k.failsInRow.Store(0)
 	}
@@ -82,6 +95,7 @@ func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	k := l.key
 	k.rateLimited.Add(1)
 	k.proven.Store(true) // it answered: the key itself is good
+	k.recovered()
 	inRow := int(min(k.account.standing.rateLimited(), 64))
 	var cool time.Duration
 	switch {
@@ -125,14 +139,14 @@ func (p *Pool) exhausted(k *keyState, now time.Time) {
 }
 
 // failed records a provider failure; enough in a row eject the key.
+// Other replicas are told of the ejection until its first probe: each
+// probes for itself.
 func (p *Pool) failed(k *keyState, now time.Time) {
 	k.failures.Add(1)
 	if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
 		k.failsInRow.Store(0)
-		k.proven.Store(false)
-		until := addNanos(now.UnixNano(), p.cfg.ejectFor)
-		storeLater(&k.ejectedUntil, until)
-		p.shareBlock(k, RefusedKeyDisabled, until)
+		probe := k.eject(now, addNanos(now.UnixNano(), p.cfg.ejectFor), p.cfg.cooldown)
+		p.shareBlock(k, RefusedKeyDisabled, probe)
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -47,6 +49,29 @@ type Key struct {
 	// MaxConcurrent limits requests in flight; a streaming response holds
 	// its slot until the caller closes its body.
 	MaxConcurrent int
+
+	// Priority ranks the key's provider: keys of a higher priority serve
+	// first, and keys of one priority share traffic by weight. A lower
+	// priority gets a request only when no key of a higher one can serve
+	// it (every one is disabled, ejected, cooling down, or does not serve
+	// its model, or the request failed there with a provider failure), or
+	// when the request has waited WithSpillAfter for one. Traffic goes
+	// back up as soon as a key of the higher priority can serve. The
+	// default, 0, is one tier for all.
+	Priority int
+	// ModelMap maps the model a caller asks for to this key's provider's
+	// name for it, as {"deepseek-chat": "deepseek/deepseek-chat"}: the
+	// "model" of a JSON request body is rewritten for attempts with this
+	// key only, every other byte left as it was. A key with a ModelMap
+	// serves the models it maps, and those of Models if any.
+	ModelMap map[string]string
+	// Auth is how the secret is sent; AuthDefault uses the transport's
+	// (WithAuth).
+	Auth AuthStyle
+	// Header, when set, is the name of the header that carries the secret
+	// as it is, for a provider with a header of its own; it overrides
+	// Auth.
+	Header string
 }
 
 // String returns the key's name and limits, never its secret.
@@ -129,6 +154,10 @@ func (l *keyList) add(i int, k *Key) error {
 	if k.Weight == 0 {
 		k.Weight = 1
 	}
+	// The pool keeps its own copies: a caller's later changes to its maps
+	// and slices must not reach requests in flight.
+	k.ModelMap = maps.Clone(k.ModelMap)
+	k.Models = slices.Clone(k.Models)
 	if err := l.name(i, k); err != nil {
 		return err
 	}
@@ -199,12 +228,63 @@ func (k Key) check() error {
 			return fmt.Errorf("BaseURL: %v", err)
 		}
 	}
+	if err := k.checkModels(); err != nil {
+		return err
+	}
+	return k.checkAuth()
+}
+
+// checkModels checks the names of Models and ModelMap.
+func (k Key) checkModels() error {
 	for _, m := range k.Models {
-		switch {
-		case strings.TrimSpace(m) == "":
-			return errors.New("Models contains an empty name")
-		case strings.TrimSpace(m) != m:
-			return fmt.Errorf("Models has %s with white space around it", quoteShort(m))
+		if err := checkModelName(m); err != nil {
+			return fmt.Errorf("Models %v", err)
+		}
+	}
+	for from, to := range k.ModelMap {
+		if err := checkModelName(from); err != nil {
+			return fmt.Errorf("ModelMap %v", err)
+		}
+		if err := checkModelName(to); err != nil {
+			return fmt.Errorf("ModelMap[%s] %v", quoteShort(from), err)
+		}
+	}
+	return nil
+}
+
+// checkModelName refuses a model name that no request can carry.
+func checkModelName(m string) error {
+	switch {
+	case strings.TrimSpace(m) == "":
+		return errors.New("has an empty name")
+	case strings.TrimSpace(m) != m:
+		return fmt.Errorf("has %s with white space around it", quoteShort(m))
+	}
+	return nil
+}
+
+// headersNotForSecrets are headers that frame or route a request: a
+// secret sent in one would break it.
+var headersNotForSecrets = [...]string{"Host", "Content-Length", "Content-Type", "Content-Encoding",
+	"Transfer-Encoding", "Connection", "Upgrade", "Te", "Trailer", "Keep-Alive", "Proxy-Connection"}
+
+// checkAuth checks how the key's secret is sent.
+func (k Key) checkAuth() error {
+	if k.Auth < AuthDefault || k.Auth > AuthXAPIKey {
+		return fmt.Errorf("Auth is %v; want AuthDefault, AuthBearer, AuthAPIKey or AuthXAPIKey", k.Auth)
+	}
+	if k.Header == "" {
+		return nil
+	}
+	switch {
+	case k.Header == k.Secret:
+		return errors.New("Header is the secret; it names the header that carries it")
+	case !isToken(k.Header):
+		return fmt.Errorf("Header %s is not a header name", quoteShort(k.Header))
+	}
+	for _, h := range headersNotForSecrets {
+		if strings.EqualFold(k.Header, h) {
+			return fmt.Errorf("Header %q carries the request itself, not a secret", k.Header)
 		}
 	}
 	return nil

@@ -55,6 +55,12 @@ func TestNewRejectsBadKeys(t *testing.T) {
 		{"BaseURL unparsable", []Key{{Secret: secret, BaseURL: "http://[::1"}}, "cannot parse"},
 		{"BaseURL with user", []Key{{Secret: secret, BaseURL: "https://u:p@h"}}, "credentials belong in Secret"},
 		{"empty model", []Key{{Secret: secret, Models: []string{"a", " "}}}, "empty name"},
+		{"empty mapped model", []Key{{Secret: secret, ModelMap: map[string]string{"": "b"}}}, "ModelMap has an empty name"},
+		{"empty model mapped to", []Key{{Secret: secret, ModelMap: map[string]string{"a": ""}}}, `ModelMap["a"] has an empty name`},
+		{"spaced model mapped to", []Key{{Secret: secret, ModelMap: map[string]string{"a": "b "}}}, `ModelMap["a"] has "b " with white space`},
+		{"unknown auth", []Key{{Secret: secret, Auth: AuthXAPIKey + 1}}, "Auth is AuthStyle(4)"},
+		{"bad header", []Key{{Secret: secret, Header: "X Key"}}, `Header "X Key" is not a header name`},
+		{"framing header", []Key{{Secret: secret, Header: "content-length"}}, `Header "content-length" carries the request itself`},
 		{"duplicate name", []Key{{Secret: secret, Name: "a"}, {Secret: "sk-2", Name: "a"}}, `Name "a" is already used by key #0`},
 		{"account limits differ", []Key{
 			{Secret: secret, Account: "acme", RPM: 60},

@@ -13,10 +13,15 @@ import (
 // followed by any of these options, separated by semicolons:
 //
 //	name=NAME  account=NAME  base=URL  weight=W  rpm=N  tpm=N  max=N  models=M1|M2
+//	priority=N  model:ASKED=SENT  auth=bearer|api-key|x-api-key  header=NAME
 //
-// Blank entries and lines starting with # are skipped. For example:
+// model:ASKED=SENT adds ASKED → SENT to the key's ModelMap; give it once
+// per model. ASKED holds no '=', and neither name a ',' or ';'. Blank
+// entries and lines starting with # are skipped. For example, DeepSeek's
+// own keys first and OpenRouter's for when DeepSeek cannot serve:
 //
 //	sk-aaa;max=50, sk-bbb;weight=2;account=team;models=deepseek-chat|deepseek-reasoner
+//	sk-or-ccc;priority=-1;base=https://openrouter.ai/api;model:deepseek-chat=deepseek/deepseek-chat
 //
 // Errors name an entry by its position and masked secret, never by the
 // secret itself. ParseKeys checks the syntax; New checks the keys.
@@ -76,6 +81,12 @@ func parseKeyEntry(entry string) (Key, error) {
 			// Not quoted: it may be a second secret after a ';' meant as ','.
 			return k, fmt.Errorf("(%s): option %d is not name=value; separate keys with ',' or new lines", label, i+1)
 		}
+		if from, ok := cutPrefixFold(name, "model:"); ok {
+			if err := addModelMapping(&k, strings.TrimSpace(from), value); err != nil {
+				return k, fmt.Errorf("(%s): %v", label, err)
+			}
+			continue
+		}
 		canonical, known := optionNames[strings.ToLower(name)]
 		if known && seen[canonical] {
 			return k, fmt.Errorf("(%s): %s is given twice", label, canonical)
@@ -84,6 +95,8 @@ func parseKeyEntry(entry string) (Key, error) {
 		switch err := setOption(&k, canonical, value); {
 		case errors.Is(err, errUnknownOption):
 			return k, fmt.Errorf("(%s): unknown option %s; known: %s", label, quoteShort(name), knownOptions)
+		case errors.Is(err, errUnknownAuth):
+			return k, fmt.Errorf("(%s): auth=%s is not one of bearer, api-key, x-api-key", label, quoteShort(value))
 		case err != nil:
 			return k, fmt.Errorf("(%s): %s=%s is not a number", label, name, quoteShort(value))
 		}
@@ -94,8 +107,41 @@ func parseKeyEntry(entry string) (Key, error) {
 // errUnknownOption is setOption's error for a name it does not know.
 var errUnknownOption = errors.New("unknown option")
 
+// errUnknownAuth is setOption's error for an auth style it does not know.
+var errUnknownAuth = errors.New("unknown auth style")
+
 // knownOptions lists the options, for errors.
-const knownOptions = "name, account, base, weight, rpm, tpm, max, models"
+const knownOptions = "name, account, base, weight, rpm, tpm, max, models, priority, model:ASKED, auth, header"
+
+// cutPrefixFold is strings.CutPrefix, ignoring case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+// addModelMapping adds model:from=to to k's ModelMap.
+func addModelMapping(k *Key, from, to string) error {
+	switch {
+	case from == "":
+		return fmt.Errorf("model:=%s names no model before the '='; write model:ASKED=SENT", quoteShort(to))
+	case to == "":
+		return fmt.Errorf("model:%s= names no model after the '='", quoteShort(from))
+	case k.ModelMap[from] != "":
+		return fmt.Errorf("model:%s is given twice", quoteShort(from))
+	}
+	if k.ModelMap == nil {
+		k.ModelMap = make(map[string]string)
+	}
+	k.ModelMap[from] = to
+	return nil
+}
+
+// authStyles maps ParseKeys's names to auth styles.
+var authStyles = map[string]AuthStyle{
+	"default": AuthDefault, "bearer": AuthBearer, "api-key": AuthAPIKey, "x-api-key": AuthXAPIKey,
+}
 
 // setOption sets the option named canonical (see optionNames) to value.
 func setOption(k *Key, canonical, value string) error {
@@ -120,6 +166,16 @@ func setOption(k *Key, canonical, value string) error {
 		for i, m := range k.Models {
 			k.Models[i] = strings.TrimSpace(m)
 		}
+	case "priority":
+		k.Priority, err = strconv.Atoi(value)
+	case "auth":
+		style, ok := authStyles[strings.ToLower(value)]
+		if !ok {
+			return errUnknownAuth
+		}
+		k.Auth = style
+	case "header":
+		k.Header = value
 	default:
 		return errUnknownOption
 	}
@@ -132,7 +188,7 @@ var optionNames = map[string]string{
 	"base": "base", "base_url": "base", "baseurl": "base",
 	"weight": "weight", "rpm": "rpm", "tpm": "tpm",
 	"max": "max", "max_concurrent": "max", "maxconcurrent": "max",
-	"models": "models",
+	"models": "models", "priority": "priority", "auth": "auth", "header": "header",
 }
 
 // optionName reports whether field, the part of an entry before its first

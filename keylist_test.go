@@ -30,6 +30,37 @@ sk-cccc0123456789abcdef;models=deepseek-chat|deepseek-reasoner;name=c;base=https
 	}
 }
 
+// The options of provider tiers: priority, model mappings and how the
+// secret is sent.
+func TestParseKeysTiers(t *testing.T) {
+	got, err := ParseKeys(`sk-aaaa0123456789abcdef;priority=1
+sk-or-bbbb0123456789abcdef;priority=-1;base=https://openrouter.ai/api;model:deepseek-chat=deepseek/deepseek-chat;MODEL:deepseek-reasoner = deepseek/deepseek-r1
+azure0123456789abcdef;auth=api-key;model:gpt-4o=prod-gpt4o;base=https://x.openai.azure.com/openai/deployments/prod-gpt4o
+goog0123456789abcdef;header=X-Goog-Api-Key;model:qwen:7b=qwen/qwen-7b=v2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Key{
+		{Secret: "sk-aaaa0123456789abcdef", Priority: 1},
+		{Secret: "sk-or-bbbb0123456789abcdef", Priority: -1, BaseURL: "https://openrouter.ai/api",
+			ModelMap: map[string]string{"deepseek-chat": "deepseek/deepseek-chat", "deepseek-reasoner": "deepseek/deepseek-r1"}},
+		{Secret: "azure0123456789abcdef", Auth: AuthAPIKey, ModelMap: map[string]string{"gpt-4o": "prod-gpt4o"},
+			BaseURL: "https://x.openai.azure.com/openai/deployments/prod-gpt4o"},
+		{Secret: "goog0123456789abcdef", Header: "X-Goog-Api-Key", ModelMap: map[string]string{"qwen:7b": "qwen/qwen-7b=v2"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseKeys =\n%v\nwant\n%v", got, want)
+	}
+	for i := range got {
+		if got[i].Priority != want[i].Priority || got[i].Auth != want[i].Auth || got[i].Header != want[i].Header {
+			t.Errorf("key %d: priority %d auth %v header %q", i, got[i].Priority, got[i].Auth, got[i].Header)
+		}
+	}
+	if _, err := New(got); err != nil {
+		t.Errorf("New rejects the parsed keys: %v", err)
+	}
+}
+
 func TestParseKeysErrors(t *testing.T) {
 	const secret = "sk-topsecret0123456789wxyz"
 	tests := []struct{ list, want string }{
@@ -42,6 +73,12 @@ func TestParseKeysErrors(t *testing.T) {
 		{secret + ";rpm=sk-another0123456789", `rpm=(20 bytes, not shown) is not a number`},
 		{secret + " weight=2", "is a ';' missing?"},
 		{";rpm=3", "no secret before the options"},
+		{secret + ";priority=high", `priority="high" is not a number`},
+		{secret + ";auth=basic", `auth="basic" is not one of bearer, api-key, x-api-key`},
+		{secret + ";model:=b", `model:="b" names no model before the '='`},
+		{secret + ";model:a=", `model:"a"= names no model after the '='`},
+		{secret + ";model:a=b;model:a=c", `model:"a" is given twice`},
+		{secret + ";auth=bearer;auth=api-key", "auth is given twice"},
 	}
 	for _, tt := range tests {
 		_, err := ParseKeys(tt.list)
@@ -61,6 +98,7 @@ func FuzzParseKeys(f *testing.F) {
 	f.Add("sk-aaaa0123456789abcdef;max=50, sk-bbbb0123456789abcdef;weight=2;account=t;models=a|b")
 	f.Add("sk-x;base=http://[::1]:8080/v1;rpm=-1\n#c\nsk-y;name=;tpm=1e9")
 	f.Add(";;,=;\n\x00sk-é;weight=NaN")
+	f.Add("sk-x;priority=-3;model:a=b;model:c:d=e=f;auth=x-api-key;header=X-Key\nsk-y;auth=API-KEY;model:=")
 	f.Fuzz(func(t *testing.T, list string) {
 		keys, err := ParseKeys(list)
 		check := func(err error) {

@@ -42,6 +42,9 @@ type lease struct {
 	renewEvery     time.Duration
 	stopRenew      func() bool // stops the renewal of storeLease; under mu
 	sent           sentBody    // the request body of the attempt made under the lease
+	// mapped is the model the caller asked for, when the key's ModelMap
+	// maps it: a model_not_found answer then blames the mapping.
+	mapped string
 
 	ahead    []byte // read ahead of the caller, served first
 	aheadBuf [64]byte

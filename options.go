@@ -23,6 +23,7 @@ type poolConfig struct {
 	disableFor  time.Duration
 	ejectAfter  int
 	ejectFor    time.Duration
+	spillAfter  time.Duration
 	adaptive    bool
 	clock       clock
 	store       Store
@@ -84,9 +85,12 @@ func WithDisableFor(d time.Duration) Option {
 }
 
 // WithEjection sets the circuit breaker: a key that fails this many times
-// in a row (5xx, 408, 409, 529, connection errors) is ejected for d, then
-// probed with one request at a time until one succeeds. The default is 5
-// failures and 30 seconds.
+// in a row (5xx, 408, 409, 529, connection errors) is ejected for d.
+// While it is ejected, one request every cooldown (WithCooldown) probes
+// it, and the first that gets an answer puts it back: traffic returns
+// within a cooldown of its provider's recovery. After d it is probed with
+// one request at a time until one succeeds. The default is 5 failures and
+// 30 seconds.
 func WithEjection(failures int, d time.Duration) Option {
 	return func(c *poolConfig) error {
 		if failures < 1 {
@@ -94,6 +98,20 @@ func WithEjection(failures int, d time.Duration) Option {
 		}
 		c.ejectAfter, c.ejectFor = failures, d
 		return positive("WithEjection", d)
+	}
+}
+
+// WithSpillAfter lets a request that has waited d for a key of its tier,
+// every one of which is busy or out of its RPM or TPM budget, go to a
+// lower tier (see Key.Priority). The default, 0, never spills because of
+// waiting: a lower tier then serves only when no key of a higher one can.
+func WithSpillAfter(d time.Duration) Option {
+	return func(c *poolConfig) error {
+		if d < 0 {
+			return invalid("WithSpillAfter", "%v; want 0 (never) or more", d)
+		}
+		c.spillAfter = d
+		return nil
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,8 +18,7 @@ type Pool struct {
 	clock clock
 
 	snap   atomic.Pointer[snapshot]
-	cursor atomic.Uint64 // position on the selection cycle
-	shared *shared       // nil without a Store
+	shared *shared // nil without a Store
 
 	// nwait counts queued waiters. While it is non-zero, new requests
 	// queue behind them (FIFO), and releases wake the queue.
@@ -37,27 +37,30 @@ type Pool struct {
 // snapshot is an immutable view of the keys; reconfiguration swaps in a
 // new one so that picking never takes a lock.
 type snapshot struct {
-	keys     []*keyState
-	schedule []int32 // see buildSchedule
-	byName   map[string]*keyState
+	keys   []*keyState // in the order given
+	tiers  []*tier     // by priority, highest first
+	byName map[string]*keyState
 	// filtersModels is set when some key serves only some models, so that
 	// requests must carry their model.
 	filtersModels bool
+	// ownHeaders are the headers keys carry their secrets in (Key.Header):
+	// a caller's copy of one is never sent.
+	ownHeaders []string
 	// countsTokens is set when some account has a TPM limit, so that
 	// requests must carry a token estimate.
 	countsTokens bool
 }
 
 func newSnapshot(keys []*keyState) *snapshot {
-	s := &snapshot{keys: keys, byName: make(map[string]*keyState, len(keys))}
-	weights := make([]float64, len(keys))
-	for i, k := range keys {
-		weights[i] = k.cfg.Weight
+	s := &snapshot{keys: keys, tiers: buildTiers(keys), byName: make(map[string]*keyState, len(keys))}
+	for _, k := range keys {
 		s.byName[k.name] = k
-		s.filtersModels = s.filtersModels || k.models != nil
+		s.filtersModels = s.filtersModels || k.models != nil || k.modelMap != nil
 		s.countsTokens = s.countsTokens || k.cfg.TPM > 0
+		if k.secretName != "" && !slices.Contains(s.ownHeaders, k.secretName) {
+			s.ownHeaders = append(s.ownHeaders, k.secretName)
+		}
 	}
-	s.schedule = buildSchedule(weights)
 	return s
 }
 
@@ -143,22 +146,37 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]Limits, existing []*keySt
 
 // acquireRequest is what a request needs from a key.
 type acquireRequest struct {
-	model  string // "" when the request names none: every key serves it
-	tokens int
+	model string // "" when the request names none: every key serves it
+	// modelUnknown is set for a JSON body too large to read for its
+	// model: keys that rename models cannot serve it.
+	modelUnknown bool
+	tokens       int
 	// dest, when set, is where a redirect goes: only keys whose secret
 	// may go there serve it. origin is the URL of the caller's first
 	// request, where keys without a BaseURL belong.
 	origin, dest *url.URL
 	tried        []*keyState // keys already tried, avoided while others remain
+	// failedTiers are the priorities of the tiers where the request met a
+	// provider failure: they serve it only when no other tier can.
+	failedTiers []int
+	// spill is set once the request has waited WithSpillAfter: a tier
+	// whose keys are only busy no longer holds it back from lower ones.
+	spill bool
 }
 
-func (r *acquireRequest) hasTried(k *keyState) bool {
-	for _, t := range r.tried {
-		if t == k {
-			return true
-		}
+func (r *acquireRequest) hasTried(k *keyState) bool { return slices.Contains(r.tried, k) }
+
+// failedOn reports whether the request met a provider failure on the tier
+// of priority.
+func (r *acquireRequest) failedOn(priority int) bool {
+	return slices.Contains(r.failedTiers, priority)
+}
+
+// failedOnTier notes a provider failure on k's tier.
+func (r *acquireRequest) failedOnTier(k *keyState) {
+	if !r.failedOn(k.cfg.Priority) {
+		r.failedTiers = append(r.failedTiers, k.cfg.Priority)
 	}
-	return false
 }
 
 // blocked says why no key could be taken.
@@ -170,9 +188,9 @@ type blocked struct {
 	back     int64 // earliest time a disabled or ejected key comes back
 }
 
-func (b *blocked) note(readyAt int64, hard bool) {
+func (b *blocked) note(readyAt int64, why refusal) {
 	switch {
-	case hard:
+	case why == refusedOff:
 		if b.back == 0 || readyAt < b.back {
 			b.back = readyAt
 		}
@@ -196,62 +214,6 @@ func (b *blocked) unavailable() error {
 		ErrNoKeyAvailable, time.Unix(0, b.back).Format(time.RFC3339))
 }
 
-// fastProbes is how many slots of the cycle a pick tries before it falls
-// back to scanning every key.
-const fastProbes = 16
-
-// pick takes a key for r without waiting. It walks the weighted cycle
-// from the shared cursor, skipping keys that cannot serve r or were
-// tried; if the first few slots give nothing it scans every key, and at
-// last falls back to keys already tried.
-func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
-	s := p.snap.Load()
-	now := p.clock.Now()
-	var b blocked
-	n := uint64(len(s.schedule))
-	// Each probe takes the next slot of the shared cycle, so that skipped
-	// keys leave the others their shares rather than handing their own
-	// share to whichever key follows them on the cycle.
-	var start uint64
-	for range min(n, fastProbes) {
-		start = p.cursor.Add(1)
-		k := s.keys[s.schedule[start%n]]
-		if !k.serves(r) || r.hasTried(k) {
-			continue
-		}
-		if n, _, _ := k.tryTake(now, r.tokens); n > 0 {
-			return k, n, b
-		}
-	}
-	nk := uint64(len(s.keys))
-	for i := range nk {
-		k := s.keys[(start+i)%nk]
-		if !k.serves(r) {
-			continue
-		}
-		b.possible = true
-		if r.hasTried(k) {
-			continue
-		}
-		n, at, hard := k.tryTake(now, r.tokens)
-		if n > 0 {
-			return k, n, b
-		}
-		b.note(at, hard)
-	}
-	for _, k := range r.tried {
-		if s.byName[k.name] != k || !k.serves(r) {
-			continue // removed since, or not for this request
-		}
-		n, at, hard := k.tryTake(now, r.tokens)
-		if n > 0 {
-			return k, n, b
-		}
-		b.note(at, hard)
-	}
-	return nil, 0, b
-}
-
 // acquire takes a key for r, waiting in FIFO order for one to free up,
 // bounded by ctx and by maxWait. It returns how long it waited.
 func (p *Pool) acquire(ctx context.Context, r *acquireRequest, maxWait time.Duration) (*lease, time.Duration, error) {
@@ -263,7 +225,7 @@ func (p *Pool) acquire(ctx context.Context, r *acquireRequest, maxWait time.Dura
 		if !b.waitable {
 			return nil, 0, b.unavailable()
 		}
-	} else if !p.snap.Load().anyServes(r) {
+	} else if !p.snap.Load().anyServes(r, p.clock.Now()) {
 		// Do not queue behind others for a key that will never come: a
 		// redirect to a host no key belongs to goes on without one.
 		return nil, 0, ErrNoKeyAvailable
@@ -274,13 +236,13 @@ func (p *Pool) acquire(ctx context.Context, r *acquireRequest, maxWait time.Dura
 	return p.wait(ctx, r, maxWait)
 }
 
-// anyServes reports whether some key may ever serve r.
-func (s *snapshot) anyServes(r *acquireRequest) bool {
+// anyServes reports whether some key may serve r, disabled or not.
+func (s *snapshot) anyServes(r *acquireRequest, now time.Time) bool {
 	if !s.filtersModels && r.dest == nil {
 		return true
 	}
 	for _, k := range s.keys {
-		if k.serves(r) {
+		if k.serves(r, now) {
 			return true
 		}
 	}

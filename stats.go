@@ -19,7 +19,8 @@ const (
 	// KeyStats.CooldownUntil.
 	StateCooling
 	// StateEjected means the key failed repeatedly (5xx, connection
-	// errors) and rests for a while.
+	// errors) and rests for a while, but for a probe every cooldown
+	// (KeyStats.DisabledUntil is the next one).
 	StateEjected
 	// StateDisabled means the key was refused (401, 403), its account ran
 	// out of money or quota (402, insufficient_quota), or Disable was
@@ -48,7 +49,10 @@ func (s State) String() string {
 type KeyStats struct {
 	Name    string // the key's Name, masked secret by default
 	Account string // the key's Account, "" if it stands alone
-	State   State
+	// Priority is the key's tier (Key.Priority): summed over the keys of
+	// a priority, the counters below tell how much that tier served.
+	Priority int
+	State    State
 	// InFlight is the number of requests holding the key: sent and not
 	// yet fully read or closed.
 	InFlight int
@@ -63,6 +67,11 @@ type KeyStats struct {
 	// DisabledUntil is when the key or account will be probed again, if
 	// it is disabled or ejected; far in the future after Disable.
 	DisabledUntil time.Time
+	// RefusedModels lists, sorted, the models of the key's ModelMap that
+	// its provider answered model_not_found for: the key does not serve
+	// them for the time WithDisableFor sets, and the requests for them go
+	// to other keys.
+	RefusedModels []string
 	// Limit is the in-flight limit of the key's account: MaxConcurrent,
 	// or the limit learned so far (see WithAdaptiveLimits); 0 means none.
 	Limit int
@@ -92,6 +101,7 @@ func (p *Pool) Stats() []KeyStats {
 		st := KeyStats{
 			Name:        k.name,
 			Account:     k.cfg.Account,
+			Priority:    k.cfg.Priority,
 			InFlight:    int(k.inflight.Load()),
 			Requests:    k.requests.Load(),
 			Successes:   k.successes.Load(),
@@ -106,7 +116,7 @@ func (p *Pool) Stats() []KeyStats {
 		case off > now:
 			st.State, st.DisabledUntil = StateDisabled, time.Unix(0, off)
 		case k.ejectedUntil.Load() > now:
-			st.State, st.DisabledUntil = StateEjected, time.Unix(0, k.ejectedUntil.Load())
+			st.State, st.DisabledUntil = StateEjected, time.Unix(0, min(k.ejectedUntil.Load(), k.nextProbe(now)))
 		case cool > now:
 			st.State = StateCooling
 		case !k.proven.Load():
@@ -120,6 +130,7 @@ func (p *Pool) Stats() []KeyStats {
 			ls := learned.state()
 			st.OverloadLevel, st.NextProbe = int(ls.level), ls.nextProbe
 		}
+		st.RefusedModels = k.refusedModelNames(now)
 		out[i] = st
 	}
 	return out

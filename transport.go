@@ -115,8 +115,12 @@ type call struct {
 	attempts []Attempt
 	last     *http.Response // the latest upstream answer, buffered
 	charged  int            // attempts that count against maxAttempts
-	waitLeft time.Duration  // of the pool's maximum wait
-	bo       backoff.BackOff
+	// otherTier is set when the next attempt can go at once to a tier
+	// where the request has not failed: another provider.
+	otherTier bool
+	renamed   []modelBody   // the body with the model renamed, per name
+	waitLeft  time.Duration // of the pool's maximum wait
+	bo        backoff.BackOff
 }
 
 // init checks req and prepares its body. On error the body is closed.
@@ -136,7 +140,7 @@ func (c *call) init(t *Transport, req *http.Request) error {
 		c.need.origin, c.need.dest = originURL(req), req.URL
 	}
 	if s := t.pool.snap.Load(); s.filtersModels || s.countsTokens {
-		c.need.model, c.need.tokens = c.body.meta(req, t.maxBodyBytes)
+		c.need.model, c.need.tokens, c.need.modelUnknown = c.body.meta(req, t.maxBodyBytes)
 	}
 	c.waitLeft = t.pool.cfg.maxWait
 	t.budget.request(t.pool.clock.Now())
@@ -170,11 +174,17 @@ func (c *call) spent(a *attempt) bool {
 	if a.outcome.Effect != EffectRateLimited {
 		c.charged++
 	}
+	now := c.t.pool.clock.Now()
+	if a.outcome.Effect == EffectFailure {
+		c.need.failedOnTier(a.lease.key)
+	}
+	c.otherTier = c.t.pool.snap.Load().anotherTierCanServe(&c.need, now)
 	n := len(c.attempts) + 1
 	return c.charged >= c.t.maxAttempts || n/attemptsCeiling >= c.t.maxAttempts || // n >= ceiling·max, without overflow
 		// Retries after provider failures come out of the retry budget,
-		// so that an outage is not multiplied into a retry storm.
-		(a.outcome.Effect == EffectFailure && !c.t.budget.allow(c.t.pool.clock.Now()))
+		// so that an outage is not multiplied into a retry storm; a
+		// retry on another provider does not add to the storm.
+		(a.outcome.Effect == EffectFailure && !c.otherTier && !c.t.budget.allow(now))
 }
 
 // keep records a, an attempt to be retried, and lets go of its key,
@@ -200,8 +210,8 @@ func (c *call) record(a *attempt) {
 // reports whether the next attempt may go ahead. The backoff counts
 // against the pool's maximum wait.
 func (c *call) pause(a *attempt) bool {
-	if a.outcome.Retry != RetryBackoff {
-		return true
+	if a.outcome.Retry != RetryBackoff || c.otherTier {
+		return true // another provider need not wait for this one
 	}
 	if c.bo == nil {
 		c.bo = c.t.newBackOff()

@@ -2,6 +2,7 @@ package keypool
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -15,14 +16,33 @@ type TransportOption func(*Transport) error
 type AuthStyle int
 
 const (
+	// AuthDefault is the zero value: for a Key, the transport's style
+	// (WithAuth); for the transport, AuthBearer.
+	AuthDefault AuthStyle = iota
 	// AuthBearer sends "Authorization: Bearer <secret>", as OpenAI,
-	// DeepSeek, OpenRouter and most compatible APIs expect. The default.
-	AuthBearer AuthStyle = iota
-	// AuthAPIKey sends "api-key: <secret>", as Azure OpenAI expects.
+	// DeepSeek, OpenRouter and most compatible APIs expect.
+	AuthBearer
+	// AuthAPIKey sends "api-key: <secret>", as Azure OpenAI and Azure AI
+	// Foundry expect.
 	AuthAPIKey
 	// AuthXAPIKey sends "x-api-key: <secret>", as Anthropic expects.
 	AuthXAPIKey
 )
+
+// String names the style as ParseKeys reads it.
+func (s AuthStyle) String() string {
+	switch s {
+	case AuthDefault:
+		return "default"
+	case AuthBearer:
+		return "bearer"
+	case AuthAPIKey:
+		return "api-key"
+	case AuthXAPIKey:
+		return "x-api-key"
+	}
+	return "AuthStyle(" + strconv.Itoa(int(s)) + ")"
+}
 
 // WithBase sets the RoundTripper that sends each attempt. The default is
 // http.DefaultTransport.
@@ -40,7 +60,7 @@ func WithBase(rt http.RoundTripper) TransportOption {
 // Authorization, api-key and x-api-key headers are always removed first.
 func WithAuth(s AuthStyle) TransportOption {
 	return func(t *Transport) error {
-		if s < AuthBearer || s > AuthXAPIKey {
+		if s < AuthDefault || s > AuthXAPIKey {
 			return invalid("WithAuth", "unknown AuthStyle %d", int(s))
 		}
 		t.auth = s

@@ -108,38 +108,64 @@ func (p *Pool) wake() {
 // deadline, are failed at once rather than left to time out.
 func (p *Pool) dispatchLocked() {
 	now := p.clock.Now()
-	filters := p.snap.Load().filtersModels
+	s := p.snap.Load()
+	// Strict FIFO, when the ones behind want the same keys as the first.
+	strict := !s.filtersModels && len(s.tiers) == 1
 	var next int64 // when to look again
 	for e := p.waiters.Front(); e != nil; {
 		w := e.Value.(*waiter)
 		following := e.Next()
-		k, n, b := p.pick(&w.req)
-		switch {
-		case k != nil:
-			p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
-		case !b.waitable:
-			p.serveLocked(w, grant{err: b.unavailable()})
-		case !b.busy && b.earliest > w.deadline:
-			w.earliest = b.earliest
-			p.serveLocked(w, grant{err: &WaitError{
-				Waited: now.Sub(w.start), Earliest: time.Unix(0, b.earliest), Err: w.timeout()}})
-		default:
-			w.earliest = b.earliest
-			at := b.earliest
-			if b.busy || at == 0 {
-				at = now.Add(pollInterval).UnixNano()
-			}
+		if at := p.tryServeLocked(w, s, now); at != 0 {
 			if next == 0 || at < next {
 				next = at
 			}
-			if !filters {
-				// Strict FIFO: the ones behind want the same keys.
+			if strict {
 				following = nil
 			}
 		}
 		e = following
 	}
 	p.armTimerLocked(now, next)
+}
+
+// tryServeLocked serves w a key if one is free, or an error if none will
+// be before its deadline. Otherwise w stays queued, and tryServeLocked
+// returns when to look again (unix nanoseconds).
+func (p *Pool) tryServeLocked(w *waiter, s *snapshot, now time.Time) (again int64) {
+	spillAt := p.spillAt(w, s)
+	w.req.spill = spillAt != 0 && spillAt <= now.UnixNano()
+	k, n, b := p.pick(&w.req)
+	switch {
+	case k != nil:
+		p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
+		return 0
+	case !b.waitable:
+		p.serveLocked(w, grant{err: b.unavailable()})
+		return 0
+	case !b.busy && b.earliest > w.deadline && (spillAt == 0 || spillAt > w.deadline):
+		w.earliest = b.earliest
+		p.serveLocked(w, grant{err: &WaitError{
+			Waited: now.Sub(w.start), Earliest: time.Unix(0, b.earliest), Err: w.timeout()}})
+		return 0
+	}
+	w.earliest = b.earliest
+	again = b.earliest
+	if b.busy || again == 0 {
+		again = now.Add(pollInterval).UnixNano()
+	}
+	if !w.req.spill && spillAt != 0 {
+		again = min(again, spillAt)
+	}
+	return again
+}
+
+// spillAt is when w may spill over to a lower tier (unix nanoseconds), or
+// 0 if it never does: the pool has one tier, or no WithSpillAfter.
+func (p *Pool) spillAt(w *waiter, s *snapshot) int64 {
+	if p.cfg.spillAfter <= 0 || len(s.tiers) < 2 {
+		return 0
+	}
+	return addNanos(w.start.UnixNano(), p.cfg.spillAfter)
 }
 
 func (p *Pool) serveLocked(w *waiter, g grant) {
