@@ -25,6 +25,7 @@ const drainBytes = 64 << 10
 func (c *call) handOver(a *attempt) *http.Response {
 	resp, l := a.resp, a.lease
 	resp.Request = c.req
+	c.servedBy, c.handedOver = l.key, a.asRecorded()
 	if a.sentTo != c.req.URL && resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		resolveLocation(resp.Header, a.sentTo)
 	}

@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // attempt is one try of a request on one key, and what came of it.
@@ -18,6 +20,7 @@ type attempt struct {
 	err     error          // the transport error, or why a 2xx was refused
 	peek    []byte         // the start of an error body
 	outcome Outcome
+	took    time.Duration // from send to the answer's headers, when observed
 	// callerFault is set when the attempt failed through the caller's
 	// doing (its context ended, its body failed): nobody else is blamed.
 	callerFault error
@@ -29,8 +32,7 @@ type attempt struct {
 func (c *call) attempt(l *lease) (a attempt) {
 	a.lease = l
 	defer a.letGoOnPanic()
-	resp, sentTo, err := c.t.send(c, l)
-	a.sentTo = sentTo
+	resp, err := c.timedSend(&a)
 	if a.callerFault = c.faultOf(l, err); a.callerFault != nil {
 		return a
 	}
@@ -39,12 +41,7 @@ func (c *call) attempt(l *lease) (a attempt) {
 		a.peek = peekBody(resp, errorPeekBytes)
 		errText = decodedErrorBody(resp, a.peek)
 	}
-	a.outcome = classify(resp, err, errText, c.t.retryOnReset, c.t.pool.clock)
-	if l.mapped != "" && resp != nil && isModelRefusal(resp.StatusCode, parseErrorBody(errText)) {
-		// The key's provider does not know the name its ModelMap gave:
-		// the mapping is wrong, not the caller's request.
-		a.outcome = Outcome{Effect: EffectModelNotFound, Retry: RetryNow}
-	}
+	a.outcome = c.classify(resp, err, errText, l)
 	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 && a.outcome.Retry == RetryNo {
 		if bad := c.t.inspect(resp, l); bad != nil {
 			discard(resp.Body)
@@ -59,8 +56,77 @@ func (c *call) attempt(l *lease) (a attempt) {
 	if c.t.classifier != nil {
 		a.outcome = c.t.judge(resp, err, a.outcome, l)
 	}
+	if c.observed {
+		l.cause = causeOf(resp, err, errText)
+	}
 	c.t.pool.report(l, a.outcome, resp)
 	return a
+}
+
+// timedSend sends a's attempt, timing it when the pool is observed.
+func (c *call) timedSend(a *attempt) (*http.Response, error) {
+	var start time.Time
+	if c.observed {
+		start = c.t.pool.clock.Now()
+	}
+	resp, sentTo, err := c.t.send(c, a.lease)
+	if c.observed {
+		a.took = c.t.pool.clock.Now().Sub(start)
+	}
+	a.sentTo = sentTo
+	return resp, err
+}
+
+// classify applies the decision table to an answer of l's key, and
+// blames a model name the key's ModelMap gave when its provider does not
+// know it: the mapping is wrong then, not the caller's request.
+func (c *call) classify(resp *http.Response, err error, errText []byte, l *lease) Outcome {
+	o := classify(resp, err, errText, c.t.retryOnReset, c.t.pool.clock)
+	if l.mapped != "" && resp != nil && isModelRefusal(resp.StatusCode, parseErrorBody(errText)) {
+		o = Outcome{Effect: EffectModelNotFound, Retry: RetryNow}
+	}
+	return o
+}
+
+// causeOf describes an attempt's answer in a few words, for observers:
+// its status and the provider's error code ("401 invalid_api_key"), or
+// the transport's error. A code that is not a short identifier is left
+// out: error bodies are the provider's text, and may quote anything.
+func causeOf(resp *http.Response, err error, errText []byte) string {
+	if resp == nil {
+		if err != nil {
+			return err.Error()
+		}
+		return "no answer"
+	}
+	cause := strconv.Itoa(resp.StatusCode)
+	if err != nil {
+		return cause + ": " + err.Error()
+	}
+	e := parseErrorBody(errText)
+	code := e.Code
+	if code == "" || code == cause {
+		code = e.Type
+	}
+	if isIdentifier(code) {
+		cause += " " + code
+	}
+	return cause
+}
+
+// isIdentifier reports whether s is a short run of letters, digits and
+// "_.-", as error codes are.
+func isIdentifier(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // letGoOnPanic lets go of the key's slot and the answer's connection

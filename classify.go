@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -36,6 +37,25 @@ const (
 	EffectModelNotFound
 )
 
+// String names the effect as its constant does, without "Effect".
+func (e Effect) String() string {
+	switch e {
+	case EffectOK:
+		return "ok"
+	case EffectRateLimited:
+		return "rate_limited"
+	case EffectKeyRevoked:
+		return "key_revoked"
+	case EffectAccountExhausted:
+		return "account_exhausted"
+	case EffectFailure:
+		return "failure"
+	case EffectModelNotFound:
+		return "model_not_found"
+	}
+	return "Effect(" + strconv.Itoa(int(e)) + ")"
+}
+
 // RetryMode is whether and how an attempt is retried.
 type RetryMode int
 
@@ -47,6 +67,19 @@ const (
 	// RetryBackoff retries after a backoff, preferring another key.
 	RetryBackoff
 )
+
+// String names the mode as its constant does, without "Retry".
+func (r RetryMode) String() string {
+	switch r {
+	case RetryNo:
+		return "no"
+	case RetryNow:
+		return "now"
+	case RetryBackoff:
+		return "backoff"
+	}
+	return "RetryMode(" + strconv.Itoa(int(r)) + ")"
+}
 
 // Outcome is the judgement of one attempt: what it means for the key, and
 // whether to retry. WithClassifier lets callers change it.

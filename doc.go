@@ -131,6 +131,17 @@
 // one replica learns holds for all. When the store fails the pool keeps
 // to its own limits (Pool.StoreErr says so) and no request fails.
 //
+// # Observing
+//
+// Every response keypool hands over names the key that served it and
+// the attempts it took, in the Keypool-Key and Keypool-Attempts headers
+// (WithResponseHeaders). WithObserver receives every attempt, every
+// change of a key's or account's state with its cause, every change of a
+// learned limit, every retry the retry budget refused and every request
+// as it ends; WithLogger logs them through log/slog, and package
+// keypoolprom exports them to Prometheus. Observers run on the request's
+// goroutine with no keypool lock held.
+//
 // # Reconfiguration
 //
 // Keys can be added, removed, disabled and re-weighted while the pool

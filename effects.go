@@ -1,6 +1,7 @@
 package keypool
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,11 +23,11 @@ func (p *Pool) report(l *lease, o Outcome, resp *http.Response) {
 	case EffectRateLimited:
 		p.rateLimited(l, o.Wait, p.clock.Now())
 	case EffectKeyRevoked:
-		p.revoked(l.key, p.clock.Now())
+		p.revoked(l, p.clock.Now())
 	case EffectAccountExhausted:
-		p.exhausted(l.key, p.clock.Now())
+		p.exhausted(l, p.clock.Now())
 	case EffectFailure:
-		p.failed(l.key, p.clock.Now())
+		p.failed(l, p.clock.Now())
 	case EffectModelNotFound:
 		p.modelNotFound(l, status)
 	}
@@ -38,7 +39,9 @@ func (p *Pool) report(l *lease, o Outcome, resp *http.Response) {
 func (p *Pool) modelNotFound(l *lease, status int) {
 	p.answered(l, status)
 	if l.mapped != "" {
-		l.key.refuseModel(l.mapped, addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor))
+		until := addNanos(p.clock.Now().UnixNano(), p.cfg.disableFor)
+		l.key.refuseModel(l.mapped, until)
+		p.changed(l.key, StateEvent{State: StateDisabled, Until: time.Unix(0, until), Cause: l.cause, Model: l.mapped})
 	}
 }
 
@@ -46,17 +49,25 @@ func (p *Pool) modelNotFound(l *lease, status int) {
 // refusal of the request itself.
 func (p *Pool) answered(l *lease, status int) {
 	k := l.key
-	k.proven.Store(true)
-	k.recovered()
+	wasProven := k.proven.Swap(true)
+	wasEjected := k.recovered()
 	if k.failsInRow.Load() != 0 {
 		k.failsInRow.Store(0)
 	}
 	if status >= 200 && status < 300 {
 		k.successes.Add(1)
+		before := k.account.slots.limit()
 		k.account.slots.succeeded(l.served, p.clock)
+		p.limitChanged(k, before)
 		p.share(k.account)
 	}
 	k.account.standing.succeeded()
+	switch {
+	case wasEjected:
+		p.changed(k, StateEvent{State: StateReady, Cause: "answered its probe"})
+	case !wasProven:
+		p.changed(k, StateEvent{State: StateReady, Cause: "answered"})
+	}
 }
 
 // share tells a store what changed of an account's learned limit, if
@@ -97,6 +108,7 @@ func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	k.proven.Store(true) // it answered: the key itself is good
 	k.recovered()
 	inRow := int(min(k.account.standing.rateLimited(), 64))
+	before := k.account.slots.limit()
 	var cool time.Duration
 	switch {
 	case wait > 0:
@@ -104,6 +116,7 @@ func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	case k.account.slots.learned == nil:
 		cool = min(doubled(p.cfg.cooldown, inRow-1), p.cfg.maxCooldown)
 	case k.account.slots.overloaded(l.inFlight, now, inRow >= pauseAfter):
+		p.limitChanged(k, before)
 		p.share(k.account) // a concurrency cap: the lowered limit is the remedy
 		return
 	case inRow >= pauseAfter:
@@ -111,22 +124,30 @@ func (p *Pool) rateLimited(l *lease, wait time.Duration, now time.Time) {
 	default:
 		return
 	}
+	wasCooling := k.account.standing.cooldownUntil() > now.UnixNano()
 	k.account.standing.coolDown(now, cool)
-	p.shareBlock(k, RefusedCooling, addNanos(now.UnixNano(), cool))
+	until := addNanos(now.UnixNano(), cool)
+	p.shareBlock(k, RefusedCooling, until)
+	if !wasCooling {
+		p.accountChanged(k, StateEvent{State: StateCooling, Until: time.Unix(0, until), Cause: l.cause})
+	}
 }
 
 // revoked disables a key the provider refused (401, 403).
-func (p *Pool) revoked(k *keyState, now time.Time) {
+func (p *Pool) revoked(l *lease, now time.Time) {
+	k := l.key
 	k.failures.Add(1)
 	k.proven.Store(false)
 	until := addNanos(now.UnixNano(), p.cfg.disableFor)
 	storeLater(&k.offUntil, until)
 	p.shareBlock(k, RefusedKeyDisabled, until)
+	p.changed(k, StateEvent{State: StateDisabled, Until: time.Unix(0, until), Cause: l.cause})
 }
 
 // exhausted disables an account that ran out of money or quota; each of
 // its keys is probed when it comes back.
-func (p *Pool) exhausted(k *keyState, now time.Time) {
+func (p *Pool) exhausted(l *lease, now time.Time) {
+	k := l.key
 	k.failures.Add(1)
 	until := addNanos(now.UnixNano(), p.cfg.disableFor)
 	k.account.standing.disable(until)
@@ -136,17 +157,21 @@ func (p *Pool) exhausted(k *keyState, now time.Time) {
 			other.proven.Store(false)
 		}
 	}
+	p.accountChanged(k, StateEvent{State: StateDisabled, Until: time.Unix(0, until), Cause: l.cause})
 }
 
 // failed records a provider failure; enough in a row eject the key.
 // Other replicas are told of the ejection until its first probe: each
 // probes for itself.
-func (p *Pool) failed(k *keyState, now time.Time) {
+func (p *Pool) failed(l *lease, now time.Time) {
+	k := l.key
 	k.failures.Add(1)
-	if k.failsInRow.Add(1) >= int32(p.cfg.ejectAfter) {
+	if n := k.failsInRow.Add(1); n >= int32(p.cfg.ejectAfter) {
 		k.failsInRow.Store(0)
 		probe := k.eject(now, addNanos(now.UnixNano(), p.cfg.ejectFor), p.cfg.cooldown)
 		p.shareBlock(k, RefusedKeyDisabled, probe)
+		p.changed(k, StateEvent{State: StateEjected, Until: time.Unix(0, probe),
+			Cause: fmt.Sprintf("%d failures in a row, the last %s", n, l.cause)})
 	}
 }
 
@@ -159,6 +184,7 @@ func (p *Pool) Disable(name string) error {
 	}
 	k.offUntil.Store(disabledForever)
 	p.shareBlock(k, RefusedKeyDisabled, disabledForever)
+	p.changed(k, StateEvent{State: StateDisabled, Until: time.Unix(0, disabledForever), Cause: "Pool.Disable"})
 	return nil
 }
 
@@ -179,6 +205,7 @@ func (p *Pool) Enable(name string) error {
 		p.shared.block(StoreBlock{Account: k.account.id, Key: k.name}) // clears
 	}
 	p.wake()
+	p.changed(k, StateEvent{State: StateProbing, Cause: "Pool.Enable"})
 	return nil
 }
 

@@ -48,10 +48,13 @@ func (k *keyState) nextProbe(ns int64) int64 {
 	return at
 }
 
-// recovered ends k's ejection, once a request got an answer from it.
-func (k *keyState) recovered() {
-	if k.ejectedUntil.Load() != 0 {
-		k.ejectedUntil.Store(0)
-		k.probeAt.Store(0)
+// recovered ends k's ejection, once a request got an answer from it,
+// and reports whether k was ejected.
+func (k *keyState) recovered() bool {
+	if k.ejectedUntil.Load() == 0 {
+		return false
 	}
+	k.ejectedUntil.Store(0)
+	k.probeAt.Store(0)
+	return true
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
 
 	"github.com/keypool/keypool"
 	openai "github.com/sashabaranov/go-openai"
@@ -227,4 +230,100 @@ func ExampleNew() {
 	fmt.Println(err)
 	// Output:
 	// keypool: key #1 (sk-proj-…ABCD): Weight is -2; want 0 (meaning 1) or more
+}
+
+// ExampleWithObserver counts what each key did, from the pool's events,
+// and notes why a key left the rotation.
+func ExampleWithObserver() {
+	upstream := provider()
+	defer upstream.Close()
+
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	pool, err := keypool.New([]keypool.Key{
+		{Secret: "sk-revoked-cccccccccccc3333", Name: "old", Weight: 100},
+		{Secret: "sk-example-aaaaaaaaaaaa1111", Name: "new"},
+	}, keypool.WithObserver(keypool.Observer{
+		Attempt: func(e keypool.AttemptEvent) {
+			mu.Lock()
+			attempts[fmt.Sprintf("%s %d", e.Key, e.Status)]++
+			mu.Unlock()
+		},
+		State: func(e keypool.StateEvent) {
+			fmt.Printf("key %s is %s: %s\n", e.Key, e.State, e.Cause)
+		},
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := &http.Client{Transport: keypool.NewTransport(pool)}
+	for range 3 {
+		resp, err := client.Post(upstream.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"deepseek-chat","messages":[]}`))
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	fmt.Println(attempts)
+	// Output:
+	// key old is disabled: 401 invalid_api_key
+	// key new is ready: answered
+	// map[new 200:3 old 401:1]
+}
+
+// ExampleWithLogger logs the pool's state changes through log/slog; a
+// handler at Debug would log every attempt too.
+func ExampleWithLogger() {
+	upstream := provider()
+	defer upstream.Close()
+
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "until" {
+				return slog.Attr{} // left out, for a stable example
+			}
+			return a
+		},
+	}))
+	pool, err := keypool.New([]keypool.Key{
+		{Secret: "sk-revoked-cccccccccccc3333", Weight: 100},
+		{Secret: "sk-example-aaaaaaaaaaaa1111"},
+	}, keypool.WithLogger(logger))
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := &http.Client{Transport: keypool.NewTransport(pool)}
+	resp, err := client.Post(upstream.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"deepseek-chat","messages":[]}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	fmt.Println("served by", resp.Header.Get("Keypool-Key"), "after", resp.Header.Get("Keypool-Attempts"), "attempts")
+	// Output:
+	// level=WARN msg="keypool: key sk-…3333 disabled for 30m0s: 401 invalid_api_key" key=sk-…3333 state=disabled cause="401 invalid_api_key"
+	// level=INFO msg="keypool: key sk-…1111 ready: answered" key=sk-…1111 state=ready cause=answered
+	// served by sk-…1111 after 2 attempts
+}
+
+// ExampleKeysFromEnv reads the pool's keys from an environment variable,
+// as a service deployed with its keys in its environment does.
+func ExampleKeysFromEnv() {
+	os.Setenv("KEYPOOL_KEYS", "sk-example-aaaaaaaaaaaa1111;priority=1, sk-or-example-bbbbbbbbbbbb2222;base=https://openrouter.ai/api;model:deepseek-chat=deepseek/deepseek-chat")
+	defer os.Unsetenv("KEYPOOL_KEYS")
+
+	keys, err := keypool.KeysFromEnv("KEYPOOL_KEYS")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, k := range keys {
+		fmt.Println(k, "priority", k.Priority, "models", k.ModelMap)
+	}
+	_, err = keypool.KeysFromEnv("KEYPOOL_KEYS_UNSET")
+	fmt.Println(err)
+	// Output:
+	// keypool.Key{sk-…1111 weight=0 rpm=0 tpm=0 max=0} priority 1 models map[]
+	// keypool.Key{sk-or-…2222 weight=0 rpm=0 tpm=0 max=0} priority 0 models map[deepseek-chat:deepseek/deepseek-chat]
+	// keypool: no keys: the environment variable KEYPOOL_KEYS_UNSET is not set
 }

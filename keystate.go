@@ -18,6 +18,7 @@ type keyState struct {
 	// their length, so an append by anyone copies rather than writes here.
 	bearerHeader []string
 	secretHeader []string
+	nameHeader   []string // the value of HeaderKey
 	account      *account
 	target       *url.URL            // from Key.BaseURL; nil sends to the request's URL
 	models       map[string]struct{} // nil serves every model (but see modelMap)
@@ -58,6 +59,7 @@ func newKeyState(k Key, acct *account, lim Limits) *keyState {
 		name:         k.Name,
 		bearerHeader: []string{"Bearer " + k.Secret}[:1:1],
 		secretHeader: []string{k.Secret}[:1:1],
+		nameHeader:   []string{k.Name}[:1:1],
 		account:      acct,
 	}
 	if k.BaseURL != "" {

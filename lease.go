@@ -45,6 +45,9 @@ type lease struct {
 	// mapped is the model the caller asked for, when the key's ModelMap
 	// maps it: a model_not_found answer then blames the mapping.
 	mapped string
+	// cause describes the attempt's answer for observers, as
+	// "401 invalid_api_key"; set only when the pool has observers.
+	cause string
 
 	ahead    []byte // read ahead of the caller, served first
 	aheadBuf [64]byte

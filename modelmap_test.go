@@ -327,7 +327,7 @@ func TestModelNotFoundWithNoOtherKey(t *testing.T) {
 		sim := startInMemorySim(t, fakeupstream.Config{Keys: simKeys(nil, mappedSecret), Models: []string{"other"}})
 		p := newRealClockPool(t, []Key{{Secret: mappedSecret, ModelMap: map[string]string{askedModel: bModel}}}, WithDisableFor(time.Minute))
 		client := &http.Client{Transport: NewTransport(p, WithBase(sim.Client().Transport))}
-		resp, err := post(t, client.Transport, sim.URL+"/v1/chat/completions", chatBody)
+		resp, err := post(t, client.Transport, sim.URL, chatBody)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,14 +338,14 @@ func TestModelNotFoundWithNoOtherKey(t *testing.T) {
 		if got := p.Stats()[0].RefusedModels; !slices.Equal(got, []string{askedModel}) {
 			t.Errorf("RefusedModels %v", got)
 		}
-		if _, err := post(t, client.Transport, sim.URL+"/v1/chat/completions", chatBody); err == nil {
+		if _, err := post(t, client.Transport, sim.URL, chatBody); err == nil {
 			t.Errorf("a refused mapping served again at once")
 		}
 		time.Sleep(time.Minute)
 		if got := p.Stats()[0].RefusedModels; got != nil {
 			t.Errorf("RefusedModels %v after WithDisableFor", got)
 		}
-		resp, err = post(t, client.Transport, sim.URL+"/v1/chat/completions", chatBody)
+		resp, err = post(t, client.Transport, sim.URL, chatBody)
 		if err != nil {
 			t.Fatalf("the mapping did not come back: %v", err)
 		}

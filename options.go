@@ -24,6 +24,7 @@ type poolConfig struct {
 	ejectAfter  int
 	ejectFor    time.Duration
 	spillAfter  time.Duration
+	observers   []Observer
 	adaptive    bool
 	clock       clock
 	store       Store

@@ -19,6 +19,7 @@ type Pool struct {
 
 	snap   atomic.Pointer[snapshot]
 	shared *shared // nil without a Store
+	observerState
 
 	// nwait counts queued waiters. While it is non-zero, new requests
 	// queue behind them (FIFO), and releases wake the queue.
@@ -81,6 +82,10 @@ func New(keys []Key, opts ...Option) (*Pool, error) {
 		return nil, err
 	}
 	p := &Pool{cfg: cfg, clock: cfg.clock}
+	if len(cfg.observers) > 0 {
+		list := slices.Clone(cfg.observers)
+		p.observers.Store(&list)
+	}
 	if cfg.store != nil {
 		if err := storeReady(cfg.store); err != nil {
 			return nil, err

@@ -154,9 +154,15 @@ func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 	case RefusedBudget, RefusedCooling:
 		storeLater(&a.standing.sharedUntil, until)
 	case RefusedAccountDisabled:
-		a.standing.disable(until)
+		if a.standing.disabledUntil() < until {
+			a.standing.disable(until)
+			l.pool.accountChanged(k, StateEvent{State: StateDisabled, Until: got.Until, Cause: "disabled by another replica, through the store"})
+		}
 	case RefusedKeyDisabled:
-		storeLater(&k.offUntil, until)
+		if k.offUntil.Load() < until {
+			storeLater(&k.offUntil, until)
+			l.pool.changed(k, StateEvent{State: StateDisabled, Until: got.Until, Cause: "disabled by another replica, through the store"})
+		}
 	}
 	return false
 }

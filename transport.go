@@ -29,6 +29,7 @@ type Transport struct {
 
 	firstTokenTimeout time.Duration
 	budget            *retryBudget
+	responseHeaders   bool
 }
 
 // NewTransport returns a Transport that sends requests with keys from p.
@@ -45,6 +46,8 @@ func NewTransport(p *Pool, opts ...TransportOption) *Transport {
 		retryOnReset: true,
 		newBackOff:   defaultBackOff,
 		budget:       newRetryBudget(0.2, 1),
+
+		responseHeaders: true,
 	}
 	for _, o := range opts {
 		if err := o(t); err != nil {
@@ -78,6 +81,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := c.init(t, req); err != nil {
 		return nil, err
 	}
+	resp, err := c.run()
+	if resp != nil && t.responseHeaders && c.servedBy != nil {
+		label(resp, c.servedBy, c.made)
+	}
+	if c.observed {
+		c.finished(resp, err)
+	}
+	return resp, err
+}
+
+// run makes the request's attempts until one is handed over or none
+// may follow.
+func (c *call) run() (*http.Response, error) {
 	for {
 		l, err := c.acquire()
 		if err != nil {
@@ -87,6 +103,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return c.giveUp(nil, err)
 		}
 		a := c.attempt(l)
+		c.made++
+		if c.observed {
+			c.attempted(&a)
+		}
 		switch {
 		case a.callerFault != nil:
 			return nil, c.fail(&a)
@@ -118,9 +138,18 @@ type call struct {
 	// otherTier is set when the next attempt can go at once to a tier
 	// where the request has not failed: another provider.
 	otherTier bool
-	renamed   []modelBody   // the body with the model renamed, per name
-	waitLeft  time.Duration // of the pool's maximum wait
-	bo        backoff.BackOff
+	renamed   []modelBody // the body with the model renamed, per name
+	// observed is set when the pool has observers: only then are
+	// attempts timed and described.
+	observed bool
+	start    time.Time     // of the call, when observed
+	waited   time.Duration // for the key of the attempt under way
+	// servedBy is the key whose answer is returned; lastKey that of last.
+	servedBy, lastKey *keyState
+	made              int           // attempts made
+	handedOver        Attempt       // the attempt whose answer was handed over, if any
+	waitLeft          time.Duration // of the pool's maximum wait
+	bo                backoff.BackOff
 }
 
 // init checks req and prepares its body. On error the body is closed.
@@ -143,7 +172,11 @@ func (c *call) init(t *Transport, req *http.Request) error {
 		c.need.model, c.need.tokens, c.need.modelUnknown = c.body.meta(req, t.maxBodyBytes)
 	}
 	c.waitLeft = t.pool.cfg.maxWait
-	t.budget.request(t.pool.clock.Now())
+	now := t.pool.clock.Now()
+	t.budget.request(now)
+	if c.observed = t.pool.observers.Load() != nil; c.observed {
+		c.start = now
+	}
 	return nil
 }
 
@@ -157,6 +190,7 @@ func (c *call) acquire() (*lease, error) {
 		}
 		l, waited, err := c.t.pool.acquire(c.ctx, &c.need, c.waitLeft)
 		c.waitLeft -= waited
+		c.waited += waited
 		if err != nil || c.t.pool.shared == nil || c.t.pool.shared.confirm(c.ctx, l) {
 			return l, err
 		}
@@ -180,11 +214,19 @@ func (c *call) spent(a *attempt) bool {
 	}
 	c.otherTier = c.t.pool.snap.Load().anotherTierCanServe(&c.need, now)
 	n := len(c.attempts) + 1
-	return c.charged >= c.t.maxAttempts || n/attemptsCeiling >= c.t.maxAttempts || // n >= ceiling·max, without overflow
-		// Retries after provider failures come out of the retry budget,
-		// so that an outage is not multiplied into a retry storm; a
-		// retry on another provider does not add to the storm.
-		(a.outcome.Effect == EffectFailure && !c.otherTier && !c.t.budget.allow(now))
+	if c.charged >= c.t.maxAttempts || n/attemptsCeiling >= c.t.maxAttempts { // n >= ceiling·max, without overflow
+		return true
+	}
+	// Retries after provider failures come out of the retry budget, so
+	// that an outage is not multiplied into a retry storm; a retry on
+	// another provider does not add to the storm.
+	if a.outcome.Effect == EffectFailure && !c.otherTier && !c.t.budget.allow(now) {
+		if c.observed {
+			c.t.pool.emitRetryRefused(RetryRefusedEvent{Key: a.lease.key.name, Status: a.status(), Err: a.err})
+		}
+		return true
+	}
+	return false
 }
 
 // keep records a, an attempt to be retried, and lets go of its key,
@@ -196,14 +238,21 @@ func (c *call) keep(a *attempt) {
 	}
 	a.lease.release()
 	c.need.tried = append(c.need.tried, a.lease.key)
+	if a.resp != nil {
+		c.lastKey = a.lease.key
+	}
+	c.waited = 0
 }
 
-func (c *call) record(a *attempt) {
+func (c *call) record(a *attempt) { c.attempts = append(c.attempts, a.asRecorded()) }
+
+// asRecorded is a as Attempt lists it.
+func (a *attempt) asRecorded() Attempt {
 	at := Attempt{Key: a.lease.key.name, Err: a.err}
 	if a.resp != nil {
 		at.Status = a.resp.StatusCode
 	}
-	c.attempts = append(c.attempts, at)
+	return at
 }
 
 // pause waits before the next attempt when a asks for a backoff, and
@@ -254,6 +303,7 @@ func (c *call) giveUp(a *attempt, reason error) (*http.Response, error) {
 	c.body.close()
 	if c.last != nil && c.ctx.Err() == nil {
 		c.last.Header.Set("X-Should-Retry", "false")
+		c.servedBy = c.lastKey
 		return c.last, nil
 	}
 	if err := c.ctx.Err(); err != nil {
