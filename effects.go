@@ -210,14 +210,19 @@ func (p *Pool) Enable(name string) error {
 }
 
 // resyncFromHeaders lowers the account's RPM and TPM buckets to what the
-// provider says remains, so that its limits are kept before a 429 rather
-// than learnt from one.
+// provider says remains (x-ratelimit-remaining-*, as OpenAI and Azure
+// send them, or anthropic-ratelimit-*-remaining), so that its limits are
+// kept before a 429 rather than learnt from one.
 func resyncFromHeaders(resp *http.Response, k *keyState, c clock) {
 	if !k.account.budgets.has() {
 		return
 	}
 	requests := headerInt(resp.Header, "X-Ratelimit-Remaining-Requests")
 	tokens := headerInt(resp.Header, "X-Ratelimit-Remaining-Tokens")
+	if requests < 0 && tokens < 0 { // Anthropic's names for the same
+		requests = headerInt(resp.Header, "Anthropic-Ratelimit-Requests-Remaining")
+		tokens = headerInt(resp.Header, "Anthropic-Ratelimit-Tokens-Remaining")
+	}
 	if requests >= 0 || tokens >= 0 {
 		k.account.budgets.resync(c.Now(), requests, tokens)
 	}

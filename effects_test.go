@@ -281,6 +281,19 @@ func TestHeadersResyncTheBuckets(t *testing.T) {
 	}
 }
 
+// Anthropic's rate-limit headers resync the buckets as OpenAI's do.
+func TestAnthropicHeadersResyncTheBuckets(t *testing.T) {
+	p, c := newFakeClockPool(t, []Key{{Secret: "sk-ant", RPM: 600}})
+	proveAll(p)
+	k := p.snap.Load().keys[0]
+	h := http.Header{}
+	h.Set("Anthropic-Ratelimit-Requests-Remaining", "0")
+	resyncFromHeaders(&http.Response{Header: h}, k, c)
+	if n, at, _ := k.tryTake(c.Now(), 1); n != 0 || at == 0 {
+		t.Fatal("took a request Anthropic said had no budget left")
+	}
+}
+
 // Durations too large to add to the clock mean "as long as possible",
 // never a time in the past.
 func TestHugeDurationsSaturate(t *testing.T) {
