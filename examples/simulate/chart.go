@@ -71,7 +71,7 @@ func chart(r *result, cfg config, maxT float64) template.HTML {
 	if o := cfg.Outage; o != nil {
 		x0, x1 := x(o.Start.Seconds()), x(min(o.End.Seconds(), maxT))
 		fmt.Fprintf(&s, `<rect class="outage" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x0, marginTop, x1-x0, plotH, colorOutage)
-		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" font-size="11" fill="#8a6d1c">outage of key %d</text>`, x0+4, marginTop+12, o.Key)
+		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" font-size="11" fill="#8a6d1c">outage of %s</text>`, x0+4, marginTop+12, o.label())
 	}
 	for v := 0.0; v <= ys.top+ys.step/2; v += ys.step {
 		fmt.Fprintf(&s, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#e2e2e2"/>`, marginL, y(v), chartW-marginR, y(v))

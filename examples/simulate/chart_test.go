@@ -35,7 +35,7 @@ func TestNiceScale(t *testing.T) {
 func sampleRun() (config, []*result) {
 	cfg := config{Keys: 5, Cap: 8, Rate: 250, Duration: 8 * time.Second, Deadline: 3 * time.Second,
 		Latency: 150 * time.Millisecond, Jitter: 50 * time.Millisecond, Requests: 2000,
-		Outage: &outage{Key: 2, Start: 3 * time.Second, End: 6 * time.Second}}
+		Outage: &outage{Key: ptr(2), Start: 3 * time.Second, End: 6 * time.Second}}
 	timeline := func(f func(t float64) (ok, failed float64)) []bin {
 		var bins []bin
 		for i := 1; float64(i)*binWidth.Seconds() <= 10; i++ {
@@ -147,6 +147,8 @@ func screenshot(t *testing.T, path string, width, height int) image.Image {
 	}
 	return img
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // rgb is a colour as the page writes it, #rrggbb.
 type rgb [3]int
