@@ -14,7 +14,7 @@ import (
 // With -outage A:..., every account of provider A answers 503 in the
 // window. keypool with provider B as a lower tier serves every request,
 // B serving only from the outage's start until A's keys are back, while
-// keypool on A alone fails through the outage; every chart shades it.
+// keypool on A alone fails through the outage; the page shows B's share.
 func TestProviderOutageFallsBackToB(t *testing.T) {
 	inVirtualTime(t, testProviderOutageFallsBackToB)
 }
@@ -51,8 +51,12 @@ func testProviderOutageFallsBackToB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(string(page), "outage of provider A"); n != len(rep.Results) {
-		t.Errorf(`"outage of provider A" appears %d times, want one per chart (%d)`, n, len(rep.Results))
+	// One label per chart, and one in the legend.
+	if n := strings.Count(string(page), "outage of provider A"); n != len(rep.Results)+1 {
+		t.Errorf(`"outage of provider A" appears %d times, want %d`, n, len(rep.Results)+1)
+	}
+	if !strings.Contains(string(page), `class="ok-b"`) || !strings.Contains(string(page), "succeeded on provider B") {
+		t.Error("the page draws no successes on provider B, or its legend does not name them")
 	}
 }
 
