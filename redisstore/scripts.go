@@ -59,7 +59,12 @@ if limit > 0 then
     for _, l in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
       if string.sub(l, 1, #replica + 1) == replica .. '-' then mine = mine + 1 end
     end
-    if mine >= math.ceil(limit / (others + 1)) then
+    -- The share is of the limit the replicas agree on, when one was
+    -- learned: a replica probing above it may take a slot past it, but
+    -- must not get a larger share of the rest for it.
+    local agreed = limit
+    if learned > 0 and learned < limit then agreed = learned end
+    if mine >= math.ceil(agreed / (others + 1)) then
       redis.call('ZADD', KEYS[3], now, replica)
       return {1, 0, inflight, learned}
     end

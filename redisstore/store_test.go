@@ -71,6 +71,40 @@ func TestStore(t *testing.T) {
 		s.SetLimit(ctx, "a:acme", 0)
 	})
 
+	t.Run("a probing replica's fair share is of the learned limit", func(t *testing.T) {
+		// Replicas that learn the limit probe above it in turn: the
+		// prober may take a slot past the learned limit, but its share
+		// of the account while others want is of the learned one, or it
+		// would hold ceil(5/2) of 4 slots here and leave the other 1.
+		takeFair := func(lease string, limit int) keypool.StoreTaken {
+			t.Helper()
+			got, err := s.Take(ctx, keypool.StoreTake{Account: "a:fair", Key: "k1", Lease: lease, Limit: limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		if err := s.SetLimit(ctx, "a:fair", 4); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range []string{"a-1", "a-2", "a-3", "a-4"} {
+			if got := takeFair(l, 4); !got.OK {
+				t.Fatalf("%s alone: %+v", l, got)
+			}
+		}
+		if got := takeFair("b-1", 4); got.OK {
+			t.Fatalf("b-1 past the limit: %+v", got)
+		} // b wants, for a second
+		s.Release(ctx, "a:fair", "a-3", 0)
+		s.Release(ctx, "a:fair", "a-4", 0)
+		if got := takeFair("a-5", 5); got.OK {
+			t.Errorf("replica a, probing at 5, got a third slot of 4 while b wants: %+v", got)
+		}
+		if got := takeFair("b-1", 4); !got.OK {
+			t.Errorf("replica b, wanting, got no slot of the two free: %+v", got)
+		}
+	})
+
 	t.Run("leases expire unless renewed", func(t *testing.T) {
 		if !r.real() {
 			t.Skip("miniredis answers TIME with the wall clock only when told; the real server is needed")
