@@ -4,10 +4,18 @@ import (
 	"os"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	// go-redis reports each failed dial on its global logger, to stderr.
+	// The tests cause them on purpose (they stop Redis, and dial where
+	// nothing listens), so the test binary, replicas included, drops
+	// those and prints the rest; what a failure means is each test's to
+	// say. The store itself leaves the logger to its users.
+	redis.SetLogger(logging.NewBlacklistLogger([]string{"failed to dial"}))
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChild())
 	}
