@@ -43,6 +43,11 @@ type outcome struct {
 	OK, Failed int
 	Took       time.Duration
 	Errors     []string
+	// What the pool's keys saw, for the log: upstream requests and 429s,
+	// and the in-flight limits the pool ended with (learned, when caps
+	// are not told).
+	Upstream, RateLimited int64
+	Limits                []int
 }
 
 // goodput is the replica's successful requests a second.
@@ -98,6 +103,11 @@ func (r replica) run() outcome {
 	}
 	wg.Wait()
 	out.Took = time.Since(start)
+	for _, st := range pool.Stats() {
+		out.Upstream += st.Requests
+		out.RateLimited += st.RateLimited
+		out.Limits = append(out.Limits, st.Limit)
+	}
 	return out
 }
 
@@ -219,6 +229,8 @@ func checkReplicas(t *testing.T, sim *fakeupstream.Server, secrets []string, cap
 	total := sim.Total()
 	lo, hi := outcomes[0].goodput(), outcomes[0].goodput()
 	for i, o := range outcomes {
+		t.Logf("replica %d: %d ok in %v, goodput %.0f req/s; %d upstream requests, %d 429s; limits %v",
+			i, o.OK, o.Took.Round(time.Millisecond), o.goodput(), o.Upstream, o.RateLimited, o.Limits)
 		if o.Failed != 0 {
 			t.Errorf("replica %d: %d caller errors: %v", i, o.Failed, o.Errors)
 		}
@@ -235,6 +247,13 @@ func checkReplicas(t *testing.T, sim *fakeupstream.Server, secrets []string, cap
 	if told && share > 0.005 {
 		t.Errorf("upstream 429s are %.2f%% of requests, want at most 0.5%%", 100*share)
 	}
+	// Each replica's fair share is 1 of an account's 4 slots. Without
+	// told caps a replica probing above the learned limit takes a slot
+	// past it (how the cap is learned), so the replicas probing most end
+	// ahead; before the store's share was of the learned limit rather
+	// than of the probe, the probe won a second share too and this
+	// measured 0.80. Since, 20 runs with -race on 2 busy cores measured
+	// 0.89..0.99.
 	if lo/hi < 0.8 {
 		t.Errorf("replicas' goodput min/max %.2f, want at least 0.8", lo/hi)
 	}
