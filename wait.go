@@ -135,6 +135,12 @@ func (p *Pool) tryServeLocked(w *waiter, s *snapshot, now time.Time) (again int6
 	spillAt := p.spillAt(w, s)
 	w.req.spill = spillAt != 0 && spillAt <= now.UnixNano()
 	k, n, b := p.pick(&w.req)
+	if k == nil && !w.req.spill && len(s.tiers) > 1 && !b.busy && b.earliest > w.deadline {
+		// The tier w waits for has no key free before w's deadline: it
+		// cannot serve w, so a lower tier may.
+		w.req.spill = true
+		k, n, b = p.pick(&w.req)
+	}
 	switch {
 	case k != nil:
 		p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
