@@ -15,6 +15,7 @@ import (
 //	name=NAME  account=NAME  base=URL  weight=W  rpm=N  tpm=N  max=N  models=M1|M2
 //	priority=N  model:ASKED=SENT  auth=bearer|api-key|x-api-key  header=NAME
 //
+// auth=azure is api-key and auth=anthropic is x-api-key.
 // model:ASKED=SENT adds ASKED → SENT to the key's ModelMap; give it once
 // per model. ASKED holds no '=', and neither name a ',' or ';'. Blank
 // entries and lines starting with # are skipped. For example, DeepSeek's
@@ -138,9 +139,11 @@ func addModelMapping(k *Key, from, to string) error {
 	return nil
 }
 
-// authStyles maps ParseKeys's names to auth styles.
+// authStyles maps ParseKeys's names to auth styles; the providers'
+// names are aliases.
 var authStyles = map[string]AuthStyle{
 	"default": AuthDefault, "bearer": AuthBearer, "api-key": AuthAPIKey, "x-api-key": AuthXAPIKey,
+	"azure": AuthAPIKey, "anthropic": AuthXAPIKey,
 }
 
 // setOption sets the option named canonical (see optionNames) to value.

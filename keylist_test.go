@@ -35,7 +35,7 @@ sk-cccc0123456789abcdef;models=deepseek-chat|deepseek-reasoner;name=c;base=https
 func TestParseKeysTiers(t *testing.T) {
 	got, err := ParseKeys(`sk-aaaa0123456789abcdef;priority=1
 sk-or-bbbb0123456789abcdef;priority=-1;base=https://openrouter.ai/api;model:deepseek-chat=deepseek/deepseek-chat;MODEL:deepseek-reasoner = deepseek/deepseek-r1
-azure0123456789abcdef;auth=api-key;model:gpt-4o=prod-gpt4o;base=https://x.openai.azure.com/openai/deployments/prod-gpt4o
+azure0123456789abcdef;auth=Azure;model:gpt-4o=prod-gpt4o;base=https://x.openai.azure.com/openai/deployments/prod-gpt4o
 goog0123456789abcdef;header=X-Goog-Api-Key;model:qwen:7b=qwen/qwen-7b=v2`)
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
@@ -325,4 +328,34 @@ func TestStartedStreamIsNotReplayedOnAnotherTier(t *testing.T) {
 			t.Errorf("A received %d requests, want 1", got)
 		}
 	})
+}
+
+// A retry on another tier after a provider failure goes at once and is
+// not charged to the retry budget: it adds no load to the provider that
+// failed.
+func TestFailoverToAnotherTierSpendsNoRetryBudget(t *testing.T) {
+	var slept atomic.Int32
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.URL.Host == "a.test" {
+			return answer(http.StatusServiceUnavailable), nil
+		}
+		return answer(http.StatusOK), nil
+	})
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: "sk-a-0123456789", BaseURL: "https://a.test", Priority: 1},
+		{Secret: "sk-b-0123456789", BaseURL: "https://b.test"},
+	}, base, nil, WithRetryBudget(0, 0), WithBackoff(func() backoff.BackOff { slept.Add(1); return &backoff.ZeroBackOff{} }))
+	for range 3 {
+		resp, err := post(t, tr, "https://api.example.test", chatBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("got %d: the failover to tier 0 was refused", resp.StatusCode)
+		}
+	}
+	if n := slept.Load(); n != 0 {
+		t.Errorf("backed off %d times before going to another tier", n)
+	}
 }

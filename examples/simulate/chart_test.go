@@ -35,7 +35,7 @@ func TestNiceScale(t *testing.T) {
 func sampleRun() (config, []*result) {
 	cfg := config{Keys: 5, Cap: 8, Rate: 250, Duration: 8 * time.Second, Deadline: 3 * time.Second,
 		Latency: 150 * time.Millisecond, Jitter: 50 * time.Millisecond, Requests: 2000,
-		Outage: &outage{Key: 2, Start: 3 * time.Second, End: 6 * time.Second}}
+		Outage: &outage{Key: ptr(2), Start: 3 * time.Second, End: 6 * time.Second}}
 	timeline := func(f func(t float64) (ok, failed float64)) []bin {
 		var bins []bin
 		for i := 1; float64(i)*binWidth.Seconds() <= 10; i++ {
@@ -147,6 +147,8 @@ func screenshot(t *testing.T, path string, width, height int) image.Image {
 	}
 	return img
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // rgb is a colour as the page writes it, #rrggbb.
 type rgb [3]int
@@ -264,5 +266,62 @@ func TestChartRendersReadablyInChromium(t *testing.T) {
 	// The outage is 3 of the 10 seconds across an 820 px axis.
 	if full < 300 || dipped < 150 {
 		t.Errorf("at row %d of keypool's chart: %d px of full bars, %d px of lower bars under the shading; want both", y, full, dipped)
+	}
+}
+
+// With provider A down, the fallback chart shows B's successes in B's
+// colour, under the shaded window and nowhere else.
+func TestFallbackChartShowsProviderBInChromium(t *testing.T) {
+	t.Parallel() // after the package's other tests; see above
+	cfg, _ := sampleRun()
+	cfg.Outage = &outage{Provider: providerA, Start: 3 * time.Second, End: 6 * time.Second}
+	cfg.Fallback = newFallback(cfg)
+	var bins []bin
+	for i := 1; float64(i)*binWidth.Seconds() <= 10; i++ {
+		t := float64(i) * binWidth.Seconds()
+		b := bin{T: t, OK: 220}
+		if t > 3 && t <= 6 {
+			b.OKB = 220
+		}
+		bins = append(bins, b)
+	}
+	r := &result{Name: scenarioFallback, Requests: 2200, Succeeded: 2200, ServedByB: 660, Timeline: bins}
+	path := filepath.Join(t.TempDir(), "sim.html")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeHTML(f, cfg, []*result{r}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	img := screenshot(t, path, 1200, 600+int(chartH+20))
+
+	blue := hexRGB(colorOKB)
+	var tall []band
+	for _, b := range bands(img, blue) {
+		if b.height() >= int(plotH/2) {
+			tall = append(tall, b)
+		}
+	}
+	if len(tall) != 1 {
+		t.Fatalf("provider B's bars reach half-way up %d charts, want 1: bands %v", len(tall), bands(img, blue))
+	}
+	// Along a row through B's bars: B's colour for the 3 s of outage, A's
+	// on either side (an 820 px axis for 10 s: about 250 px and 500 px).
+	y := (tall[0].top + tall[0].bottom) / 2
+	onB, onA := 0, 0
+	for x := img.Bounds().Min.X; x < img.Bounds().Max.X; x++ {
+		switch {
+		case is(img, x, y, blue):
+			onB++
+		case is(img, x, y, hexRGB(colorOK)):
+			onA++
+		}
+	}
+	if onB < 200 || onB > 300 || onA < 400 {
+		t.Errorf("at row %d: %d px of provider B, %d px of provider A; want about 250 and 500", y, onB, onA)
 	}
 }

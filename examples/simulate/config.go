@@ -8,6 +8,7 @@ import (
 	"math"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,10 @@ type config struct {
 	Latency  time.Duration `json:"latency_ns"`      // of an upstream answer
 	Jitter   time.Duration `json:"jitter_ns"`       // random extra latency, up to this
 	Outage   *outage       `json:"outage,omitempty"`
-	Seed     uint64        `json:"seed"` // of the arrivals and the simulator
+	// Fallback is provider B, set when the outage is provider A's: the
+	// second tier of the fallback scenario.
+	Fallback *fallback `json:"fallback,omitempty"`
+	Seed     uint64    `json:"seed"` // of the arrivals and the simulators
 	// Replicas, when more than 1, adds two scenarios: that many
 	// replicas of keypool in one process, without a store and sharing
 	// Redis (the one at Redis, or an embedded one).
@@ -34,11 +38,32 @@ type config struct {
 	Scenarios []string `json:"scenarios"`
 }
 
-// outage is one key's account failing with 503s for a time window.
+// outage is a time window in which the simulated DeepSeek answers 503:
+// to one key's account, or to every account (provider A as a whole).
 type outage struct {
-	Key   int           `json:"key"`
+	// Provider is "A" when the whole provider fails.
+	Provider string `json:"provider,omitempty"`
+	// Key is the index of the key whose account fails, when only one
+	// does; nil when Provider is set.
+	Key   *int          `json:"key,omitempty"`
 	Start time.Duration `json:"start_ns"` // from the start of a run
 	End   time.Duration `json:"end_ns"`
+}
+
+// providerA is the name of the simulated DeepSeek in -outage and in the
+// output, once a second provider is in the picture.
+const providerA = "A"
+
+// providerOutage reports whether the outage is provider A's, every
+// account: the runs then add provider B and the fallback scenario.
+func (c config) providerOutage() bool { return c.Outage != nil && c.Outage.Provider != "" }
+
+// label names what fails, as the table and the chart say it.
+func (o *outage) label() string {
+	if o.Provider != "" {
+		return "provider " + o.Provider
+	}
+	return fmt.Sprintf("key %d", *o.Key)
 }
 
 // meanLatency is what a request takes on average: the simulator adds a
@@ -75,8 +100,8 @@ func newFlagSet(cfg *config, out *output, outageSpec *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.Jitter, "jitter", 50*time.Millisecond, "random extra latency, up to this")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "also run this many replicas of keypool in one process, without a store and sharing Redis")
 	fs.StringVar(&cfg.Redis, "redis", "", "the Redis the replicas share, as host:port (default: an embedded one)")
-	fs.StringVar(outageSpec, "outage", "", "make one key's account answer 503 for a while: KEY:START-END, e.g. 2:3s-6s")
-	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the arrivals and of the simulator's randomness")
+	fs.StringVar(outageSpec, "outage", "", "make provider A, or one key's account, answer 503 for a while: A:START-END or KEY:START-END, e.g. A:3s-8s or 2:3s-6s (A adds a scenario with provider B as the fallback)")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the arrivals and of the simulators' randomness")
 	fs.BoolVar(&out.json, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&out.html, "html", "", "also write a self-contained page with a chart per scenario to this file")
 	fs.BoolVar(&out.progress, "progress", true, "report progress on stderr: a bar on a terminal, else a line per scenario")
@@ -136,28 +161,61 @@ func parseFlags(args []string, stderr io.Writer) (config, output, error) {
 			return cfg, out, fmt.Errorf("-outage %q starts after requests stop arriving (-duration %v)", outageSpec, cfg.Duration)
 		}
 		cfg.Outage = o
+		if cfg.providerOutage() {
+			cfg.Fallback = newFallback(cfg)
+		}
 	}
 	return cfg, out, nil
 }
 
-var outagePattern = regexp.MustCompile(`^(\d+):([^-]+)-(.+)$`)
+var outagePattern = regexp.MustCompile(`^([^:]+):([^-]+)-(.+)$`)
 
-// parseOutage reads KEY:START-END, such as 2:3s-6s.
+// parseOutage reads A:START-END, provider A failing as a whole, or
+// KEY:START-END, one key's account failing, such as A:3s-8s or 2:3s-6s.
 func parseOutage(spec string, keys int) (*outage, error) {
 	m := outagePattern.FindStringSubmatch(spec)
 	if m == nil {
-		return nil, fmt.Errorf("-outage %q: want KEY:START-END, such as 2:3s-6s", spec)
+		return nil, fmt.Errorf("-outage %q: want A:START-END (provider A) or KEY:START-END (one key), such as A:3s-8s or 2:3s-6s", spec)
 	}
-	k, err0 := strconv.Atoi(m[1])
+	o := &outage{}
+	if m[1] == providerA {
+		o.Provider = providerA
+	} else {
+		k, err := parseOutageKey(m[1], keys)
+		if err != nil {
+			return nil, fmt.Errorf("-outage %q: %v", spec, err)
+		}
+		o.Key = &k
+	}
 	start, err1 := time.ParseDuration(m[2])
 	end, err2 := time.ParseDuration(m[3])
 	switch {
-	case err0 != nil || k < 0 || k >= keys:
-		return nil, fmt.Errorf("-outage %q: key %s is not one of 0..%d", spec, m[1], keys-1)
 	case err1 != nil || err2 != nil:
 		return nil, fmt.Errorf("-outage %q: START and END are durations, such as 3s", spec)
 	case start < 0 || end <= start:
 		return nil, fmt.Errorf("-outage %q: want 0 <= START < END", spec)
 	}
-	return &outage{Key: k, Start: start, End: end}, nil
+	o.Start, o.End = start, end
+	return o, nil
+}
+
+// parseOutageKey reads what fails when it is not provider A: a key's
+// index.
+func parseOutageKey(s string, keys int) (int, error) {
+	k, err := strconv.Atoi(s)
+	switch {
+	case err == nil && k >= 0 && k < keys:
+		return k, nil
+	case err == nil || isDigits(s):
+		return 0, fmt.Errorf("key %s is not one of 0..%d", s, keys-1)
+	case s == "B":
+		// B is the fallback the demo adds for an outage of A.
+		return 0, fmt.Errorf("provider B cannot fail: it is the fallback the demo adds for an outage of A; want A or a key 0..%d", keys-1)
+	}
+	return 0, fmt.Errorf("%q is neither provider A nor a key 0..%d", s, keys-1)
+}
+
+// isDigits reports whether s is a non-empty run of decimal digits.
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }

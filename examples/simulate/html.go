@@ -21,12 +21,17 @@ func writeHTML(w io.Writer, cfg config, results []*result) error {
 	for _, r := range results {
 		charts = append(charts, chart(r, cfg, maxT))
 	}
+	var outage string
+	if cfg.Outage != nil {
+		outage = "outage of " + cfg.Outage.label()
+	}
 	return page.Execute(w, struct {
-		Table                                string
-		Charts                               []template.HTML
-		OK, Failed, Outage, Arrivals, BinDur string
-		HasOutage                            bool
-	}{table.String(), charts, colorOK, colorFailed, colorOutage, colorArrivals, binWidth.String(), cfg.Outage != nil})
+		Table                                     string
+		Charts                                    []template.HTML
+		OK, OKB, Failed, Outage, Arrivals, BinDur string
+		OutageLabel                               string // "" without an outage
+		HasB                                      bool
+	}{table.String(), charts, colorOK, colorOKB, colorFailed, colorOutage, colorArrivals, binWidth.String(), outage, cfg.Fallback != nil})
 }
 
 var page = template.Must(template.New("page").Parse(`<!doctype html>
@@ -38,7 +43,7 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 <h1>keypool simulation</h1>
 <pre>{{.Table}}</pre>
 <p>Requests finished per second, as the callers saw them, in {{.BinDur}} bins. Each chart has its own vertical scale; the time axis is the same for all.</p>
-<p class="legend"><span><i class="sw" style="background:{{.OK}}"></i>succeeded</span><span><i class="sw" style="background:{{.Failed}}"></i>failed (error, or no answer by the deadline)</span><span><i class="dash" style="border-color:{{.Arrivals}}"></i>arrivals</span>{{if .HasOutage}}<span><i class="sw" style="background:{{.Outage}}"></i>outage</span>{{end}}</p>
+<p class="legend"><span><i class="sw" style="background:{{.OK}}"></i>succeeded{{if .HasB}} on provider A{{end}}</span>{{if .HasB}}<span><i class="sw ok-b" style="background:{{.OKB}}"></i>succeeded on provider B, the fallback</span>{{end}}<span><i class="sw" style="background:{{.Failed}}"></i>failed (error, or no answer by the deadline)</span><span><i class="dash" style="border-color:{{.Arrivals}}"></i>arrivals</span>{{if .OutageLabel}}<span><i class="sw" style="background:{{.Outage}}"></i>{{.OutageLabel}}</span>{{end}}</p>
 {{range .Charts}}{{.}}
 {{end}}</body></html>
 `))

@@ -10,6 +10,14 @@
 //  3. keypool with the same keys, told each account's cap;
 //  4. keypool not told the caps, learning them from the 429s.
 //
+// -outage makes one key's account (KEY:START-END), or the whole
+// provider, every account (A:START-END), answer 503 for a while. An
+// outage of the provider adds a fifth way: keypool with a second
+// simulated provider, B, as a lower tier (Key.Priority), with its own
+// keys, its own name for the model (Key.ModelMap) and the key in an
+// api-key header; the table counts the requests B served and the chart
+// shows when it took over.
+//
 // Each request fails if it is not answered within its deadline. The
 // table shows the share of requests that succeeded, what the upstream
 // sent, and latencies; -json prints the figures, and -html writes a page
@@ -17,6 +25,7 @@
 //
 //	go run ./examples/simulate
 //	go run ./examples/simulate -outage 2:3s-6s -html sim.html
+//	go run ./examples/simulate -outage A:3s-8s -html sim.html
 package main
 
 import (

@@ -16,11 +16,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The simulator runs in memory, so that the demo can run in virtual
+	// The simulators run in memory, so that the demo can run in virtual
 	// time (see inVirtualTime): a socket would hold the bubble's clock.
-	startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, http.RoundTripper) {
+	// Each gets a host of its own, which only its transport reaches, so
+	// that keys' BaseURLs tell A from B as loopback ports do.
+	startSimulator = func(name string, cfg fakeupstream.Config) (*fakeupstream.Server, string, http.RoundTripper) {
 		sim := fakeupstream.NewInMemory(cfg)
-		return sim, sim.Client().Transport
+		return sim, "http://provider-" + strings.ToLower(name) + ".invalid", sim.Client().Transport
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -16,8 +16,11 @@ type result struct {
 	Succeeded int    `json:"succeeded"`
 	// Failed counts requests that got an error or a non-200 answer, or
 	// were not answered before their deadline.
-	Failed      int `json:"failed"`
-	Upstream429 int `json:"upstream_429"` // sent by the upstream
+	Failed int `json:"failed"`
+	// ServedByB counts the successes provider B served: only the fallback
+	// scenario sends there.
+	ServedByB   int `json:"served_by_b"`
+	Upstream429 int `json:"upstream_429"` // sent by the upstream, A and B together
 	Upstream5xx int `json:"upstream_5xx"`
 	UpstreamReq int `json:"upstream_requests"`
 	// P50 and P99 are of successful requests, from arrival to the end of
@@ -45,38 +48,43 @@ type keyShare struct {
 // bin is the outcomes callers saw in one slice of time, as rates per
 // second, counted when each request finished.
 type bin struct {
-	T      float64 `json:"t"` // seconds since the start, at the bin's end
-	OK     float64 `json:"ok_per_s"`
+	T  float64 `json:"t"` // seconds since the start, at the bin's end
+	OK float64 `json:"ok_per_s"`
+	// OKB is the part of OK that provider B served.
+	OKB    float64 `json:"ok_b_per_s,omitempty"`
 	Failed float64 `json:"failed_per_s"`
 }
 
 // recorder gathers outcomes as requests finish.
 type recorder struct {
-	mu        sync.Mutex
-	latencies []time.Duration // of successes
-	ok, fails []int           // per bin
+	mu             sync.Mutex
+	latencies      []time.Duration // of successes
+	ok, okB, fails []int           // per bin
 }
 
 func newRecorder() *recorder { return &recorder{} }
 
 // add records a request that arrived and finished at these offsets from
-// the start of the run.
-func (r *recorder) add(arrived, finished time.Duration, ok bool) {
+// the start of the run; byB says provider B served it.
+func (r *recorder) add(arrived, finished time.Duration, ok, byB bool) {
 	i := int(finished / binWidth)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.grow(i + 1)
-	if ok {
-		r.ok[i]++
-		r.latencies = append(r.latencies, finished-arrived)
-	} else {
+	if !ok {
 		r.fails[i]++
+		return
+	}
+	r.ok[i]++
+	r.latencies = append(r.latencies, finished-arrived)
+	if byB {
+		r.okB[i]++
 	}
 }
 
 func (r *recorder) grow(bins int) {
 	for len(r.ok) < bins {
-		r.ok, r.fails = append(r.ok, 0), append(r.fails, 0)
+		r.ok, r.okB, r.fails = append(r.ok, 0), append(r.okB, 0), append(r.fails, 0)
 	}
 }
 
@@ -89,10 +97,12 @@ func (r *recorder) result(name string, window time.Duration) *result {
 	perSecond := float64(time.Second) / float64(binWidth)
 	for i := range r.ok {
 		res.Succeeded += r.ok[i]
+		res.ServedByB += r.okB[i]
 		res.Failed += r.fails[i]
 		res.Timeline = append(res.Timeline, bin{
 			T:      float64(i+1) * binWidth.Seconds(),
 			OK:     float64(r.ok[i]) * perSecond,
+			OKB:    float64(r.okB[i]) * perSecond,
 			Failed: float64(r.fails[i]) * perSecond,
 		})
 	}

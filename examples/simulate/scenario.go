@@ -13,6 +13,7 @@ const (
 	scenarioKeypool = "keypool"
 	// scenarioUnknown is keypool not told the caps: it learns them.
 	scenarioUnknown = "keypool, caps unknown"
+	// scenarioFallback, with a second provider, is in fallback.go.
 )
 
 // scenario is one way of sending the workload to the simulated provider:
@@ -31,9 +32,15 @@ type env struct {
 	// secrets holds the keys: secrets[i] is key i, with an account of its
 	// own that allows cfg.Cap requests in flight.
 	secrets []string
-	// base is the connection pool to the simulator. Every scenario sends
-	// through one like it, so that only the key handling differs.
+	// base reaches the simulators, each request the one its URL names.
+	// Every scenario sends through one like it, so that only the key
+	// handling differs.
 	base http.RoundTripper
+	// aURL is provider A's base URL, where every request is sent.
+	aURL string
+	// b is provider B, nil unless the run has a fallback (see
+	// fallback.go).
+	b *provider
 	// onClose registers what to release when the run ends.
 	onClose func(func())
 }
@@ -50,6 +57,9 @@ func scenarios(cfg config) []scenario {
 		{scenarioKeypool, func(e env) (*http.Client, error) { return keypoolClient(e, true) }},
 		{scenarioUnknown, func(e env) (*http.Client, error) { return keypoolClient(e, false) }},
 	}
+	if cfg.Fallback != nil {
+		ss = append(ss, scenario{scenarioFallback, fallbackClient})
+	}
 	if cfg.Replicas > 1 {
 		ss = append(ss,
 			scenario{replicasName(cfg.Replicas, false), func(e env) (*http.Client, error) { return replicasClient(e, false) }},
@@ -59,11 +69,11 @@ func scenarios(cfg config) []scenario {
 }
 
 // singleKey is the key the one-key scenario uses: the one with the
-// outage if there is one, since a setup with one key has no other to
+// outage if one key has one, since a setup with one key has no other to
 // turn to; otherwise key 0.
 func (c config) singleKey() int {
-	if c.Outage != nil {
-		return c.Outage.Key
+	if c.Outage != nil && c.Outage.Key != nil {
+		return *c.Outage.Key
 	}
 	return 0
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,7 +20,10 @@ import (
 // scenario gets the same requests at the same moments, and is judged by
 // how many it answered within their deadline.
 
-const chatBody = `{"model":"deepseek-chat","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}`
+// chatModel is the model every request asks for, by A's name for it.
+const chatModel = "deepseek-chat"
+
+const chatBody = `{"model":"` + chatModel + `","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}`
 
 // arrivals returns when each request arrives, as offsets from the start
 // of a run: a Poisson process of rate per second for d, drawn from seed.
@@ -39,8 +43,9 @@ func arrivals(rate float64, d time.Duration, seed uint64) []time.Duration {
 
 func secretFor(i int) string { return fmt.Sprintf("sk-sim-%02d-0123456789abcdef", i) }
 
-// simConfig is the simulated DeepSeek: one account per key, each capping
-// requests in flight, and the outage if any.
+// simConfig is provider A, the simulated DeepSeek: one account per key,
+// each capping requests in flight, and the outage if any: of one key's
+// account, or of every account.
 func simConfig(cfg config, secrets []string) fakeupstream.Config {
 	sc := fakeupstream.Config{
 		Mode:     fakeupstream.DeepSeek,
@@ -55,16 +60,13 @@ func simConfig(cfg config, secrets []string) fakeupstream.Config {
 		sc.Keys[s] = fakeupstream.Key{}
 	}
 	if o := cfg.Outage; o != nil {
-		sc.Outages = []fakeupstream.Outage{{Account: secrets[o.Key], Start: o.Start, End: o.End, Status: http.StatusServiceUnavailable}}
+		account := "" // every account: the whole provider
+		if o.Key != nil {
+			account = secrets[*o.Key]
+		}
+		sc.Outages = []fakeupstream.Outage{{Account: account, Start: o.Start, End: o.End, Status: http.StatusServiceUnavailable}}
 	}
 	return sc
-}
-
-// startSimulator starts the simulated provider on loopback, and the
-// transport that reaches it. The tests start it in memory instead, to
-// run the demo in virtual time.
-var startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, http.RoundTripper) {
-	return fakeupstream.New(cfg), &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 30 * time.Second}
 }
 
 // runGrace is how long past the last deadline a run may take before it is
@@ -73,38 +75,29 @@ var startSimulator = func(cfg fakeupstream.Config) (*fakeupstream.Server, http.R
 const runGrace = 30 * time.Second
 
 // runScenario sends the requests arriving at arr through sc's client, to
-// a fresh simulator, and measures what the callers and the upstream saw.
+// fresh simulators, and measures what the callers and the upstream saw.
 func runScenario(sc scenario, cfg config, arr []time.Duration, p *progress) (*result, error) {
-	secrets := make([]string, cfg.Keys)
-	for i := range secrets {
-		secrets[i] = secretFor(i)
-	}
-	// The simulator times its outage from its start, so it starts just
-	// before the first request.
-	sim, base := startSimulator(simConfig(cfg, secrets))
-	defer sim.Close()
-	if c, ok := base.(interface{ CloseIdleConnections() }); ok {
-		defer c.CloseIdleConnections()
-	}
+	ps := startProviders(cfg)
+	defer ps.close()
 	var closers []func()
 	defer func() {
 		for _, c := range closers {
 			c()
 		}
 	}()
-	client, err := sc.client(env{cfg: cfg, secrets: secrets, base: base, onClose: func(f func()) { closers = append(closers, f) }})
+	client, err := sc.client(ps.env(cfg, func(f func()) { closers = append(closers, f) }))
 	if err != nil {
 		return nil, err
 	}
 
 	p.begin(sc.name, len(arr))
-	rec, err := sendArrivals(client, sim.URL, cfg, arr, p)
+	rec, err := sendArrivals(client, ps.a.url, cfg, arr, p)
 	if err != nil {
 		p.end(nil)
 		return nil, err
 	}
 	r := rec.result(sc.name, cfg.Duration)
-	addUpstreamFigures(r, sim, secrets)
+	ps.addUpstreamFigures(r)
 	p.end(r)
 	return r, nil
 }
@@ -127,8 +120,8 @@ func sendArrivals(client *http.Client, url string, cfg config, arr []time.Durati
 			arrived := start.Add(at)
 			ctx, cancel := context.WithDeadline(context.Background(), arrived.Add(cfg.Deadline))
 			defer cancel()
-			ok := call(ctx, client, url)
-			rec.add(at, time.Since(start), ok)
+			ok, byB := call(ctx, client, url)
+			rec.add(at, time.Since(start), ok, byB)
 			p.tick(ok)
 		}()
 	}
@@ -144,34 +137,26 @@ func sendArrivals(client *http.Client, url string, cfg config, arr []time.Durati
 	}
 }
 
-// addUpstreamFigures adds to r what the simulator saw.
-func addUpstreamFigures(r *result, sim *fakeupstream.Server, secrets []string) {
-	total := sim.Total()
-	r.Upstream429 = total.RateLimited
-	r.Upstream5xx = total.ServerErrors
-	r.UpstreamReq = total.Requests
-	for i, s := range secrets {
-		share := 0.0
-		if total.OK > 0 {
-			share = float64(sim.Counters(s).OK) / float64(total.OK)
-		}
-		r.Shares = append(r.Shares, keyShare{Key: fmt.Sprintf("key %d", i), Share: share})
-	}
-}
-
 // call sends one chat completion and reports whether it succeeded: a 200
-// whose body was read to the end before the deadline.
-func call(ctx context.Context, client *http.Client, url string) bool {
+// whose body was read to the end before the deadline; and if so, whether
+// provider B served it, which its answer tells by naming B's model.
+func call(ctx context.Context, client *http.Client, url string) (ok, byB bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(chatBody))
 	if err != nil {
-		return false
+		return false, false
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return false
+		return false, false
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	return err == nil && resp.StatusCode == http.StatusOK
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return false, false
+	}
+	var answer struct {
+		Model string `json:"model"`
+	}
+	return true, json.Unmarshal(body, &answer) == nil && answer.Model == fallbackModel
 }

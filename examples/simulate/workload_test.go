@@ -171,7 +171,7 @@ func testOutageFallsInsideEveryScenario(t *testing.T) {
 	htmlPath := filepath.Join(t.TempDir(), "sim.html")
 	rep := runJSON(t, append(append([]string{}, quick...), "-outage", "1:500ms-1250ms", "-html", htmlPath)...)
 	o := rep.Config.Outage
-	if o == nil || o.Key != 1 || o.Start != 500*time.Millisecond || o.End != 1250*time.Millisecond {
+	if o == nil || o.Key == nil || *o.Key != 1 || o.Provider != "" || o.Start != 500*time.Millisecond || o.End != 1250*time.Millisecond {
 		t.Fatalf("outage in the JSON config = %+v", o)
 	}
 	for _, r := range rep.Results {
