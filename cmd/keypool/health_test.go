@@ -81,19 +81,34 @@ func TestMetrics(t *testing.T) {
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
 		t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
 	}
+	// The pool's series, from keypoolprom, with keys named by their
+	// masked secret or their name=.
 	for _, want := range []string{
-		"# TYPE keypool_key_requests_total counter",
-		`keypool_key_successes_total{key="sk-test-…0001"} 2`,
-		`keypool_key_successes_total{key="b\"\\x"} 2`,
+		"# TYPE keypool_upstream_requests_total counter",
+		`keypool_upstream_requests_total{key="sk-test-…0001",outcome="ok"} 2`,
+		`keypool_upstream_requests_total{key="b\"\\x",outcome="ok"} 2`,
+		`keypool_requests_total{code="200"} 4`,
+		"keypool_request_attempts_count 4",
 		`keypool_key_limit{key="sk-test-…0001"} 3`,
 		`keypool_key_in_flight{key="sk-test-…0001"} 0`,
 		`keypool_key_state{key="sk-test-…0001",state="ready"} 1`,
 		`keypool_key_state{key="sk-test-…0001",state="disabled"} 0`,
 		`keypool_key_tokens_total{key="sk-test-…0001"} `,
+		`keypool_key_priority{key="b\"\\x"} 0`,
+		`keypool_upstream_latency_seconds_count{key="sk-test-…0001"} 2`,
+		// The process's own, as the sidecar is a process of its own.
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s:\n%s", want, text)
 		}
+	}
+	if strings.Contains(text, "keypool_key_requests_total") {
+		t.Error("the stand-in's series are still served")
+	}
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control %q", resp.Header.Get("Cache-Control"))
 	}
 	assertNoSecrets(t, "metrics", text, keyA, keyB, token)
 }
@@ -109,7 +124,7 @@ func TestMetricsOnAdminAddress(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "keypool_key_requests_total") {
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "keypool_key_in_flight") {
 		t.Errorf("admin /metrics: %d %.200s", resp.StatusCode, b)
 	}
 	var rep healthReport

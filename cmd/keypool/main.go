@@ -33,8 +33,9 @@
 // GET /healthz answers 200 while at least one key can serve (it is not
 // disabled or ejected) and 503 with a JSON reason otherwise; its body
 // counts the keys, those that can serve, and the requests in flight.
-// GET /metrics serves the pool's statistics in the Prometheus text
-// format. Neither needs a token; set KEYPOOL_ADMIN_ADDR to keep /metrics
+// GET /metrics serves the pool's metrics as package keypoolprom names
+// them (keypool_upstream_requests_total, keypool_key_state, ...), with
+// the Go runtime's and the process's, in the Prometheus format. Neither needs a token; set KEYPOOL_ADMIN_ADDR to keep /metrics
 // off the main address. Every other path is proxied to the upstream with
 // its query, after the client's token is checked.
 //

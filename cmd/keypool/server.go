@@ -13,17 +13,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keypool/keypool"
 )
 
 // server is the proxy: the pool, its listeners and their HTTP servers.
 type server struct {
-	cfg    config
-	log    *slog.Logger
-	pool   *keypool.Pool
-	base   http.RoundTripper // the upstream connections keypool sends on
-	keys   *liveKeys
-	tokens *tokenSet
+	cfg     config
+	log     *slog.Logger
+	pool    *keypool.Pool
+	base    http.RoundTripper // the upstream connections keypool sends on
+	keys    *liveKeys
+	tokens  *tokenSet
+	metrics *prometheus.Registry // what /metrics serves
 
 	main, admin     *http.Server // admin is nil without KEYPOOL_ADMIN_ADDR
 	mainLn, adminLn net.Listener
@@ -48,12 +51,13 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 		names = append(names, st.Name)
 	}
 	s := &server{
-		cfg:    cfg,
-		log:    log,
-		pool:   pool,
-		base:   cfg.upstreamTransport,
-		keys:   newLiveKeys(keys, names),
-		tokens: newTokenSet(cfg.tokens),
+		cfg:     cfg,
+		log:     log,
+		pool:    pool,
+		base:    cfg.upstreamTransport,
+		keys:    newLiveKeys(keys, names),
+		tokens:  newTokenSet(cfg.tokens),
+		metrics: newMetrics(pool),
 	}
 	if s.base == nil {
 		s.base = newUpstreamTransport()
@@ -61,14 +65,15 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 	rt := keypool.NewTransport(pool, keypool.WithBase(s.base), keypool.WithMaxBodyBytes(cfg.maxBodyBytes))
 	proxy := proxyHandler(newProxy(cfg.upstream, rt, log, cfg.maxBodyBytes), cfg.maxBodyBytes)
 
+	metrics := metricsHandler(s.metrics, log)
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", healthHandler(pool))
 	mux.Handle("/", s.tokens.requireToken(proxy))
 	if cfg.adminAddr == "" {
-		mux.Handle("/metrics", metricsHandler(pool))
+		mux.Handle("/metrics", metrics)
 	} else {
 		admin := http.NewServeMux()
-		admin.Handle("/metrics", metricsHandler(pool))
+		admin.Handle("/metrics", metrics)
 		admin.Handle("/healthz", healthHandler(pool))
 		s.admin = s.httpServer(admin)
 	}
