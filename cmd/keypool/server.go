@@ -27,6 +27,9 @@ type server struct {
 	keys    *liveKeys
 	tokens  *tokenSet
 	metrics *prometheus.Registry // what /metrics serves
+	// closeStore closes the Redis store and its client, if any, once the
+	// servers have stopped.
+	closeStore func()
 
 	main, admin     *http.Server // admin is nil without KEYPOOL_ADMIN_ADDR
 	mainLn, adminLn net.Listener
@@ -38,12 +41,10 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 	if _, err := checkKeys(&cfg, cfg.keys.from, keys); err != nil {
 		return nil, err
 	}
-	opts, err := storeOptions(cfg.redisURL, "KEYPOOL_REDIS_URL")
-	if err != nil {
-		return nil, err
-	}
+	opts, closeStore := openStore(cfg.redis)
 	pool, err := keypool.New(keys, opts...)
 	if err != nil {
+		closeStore()
 		return nil, &settingError{cfg.keys.from, err}
 	}
 	var names []string // as the pool calls the keys, for reloads
@@ -51,13 +52,14 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 		names = append(names, st.Name)
 	}
 	s := &server{
-		cfg:     cfg,
-		log:     log,
-		pool:    pool,
-		base:    cfg.upstreamTransport,
-		keys:    newLiveKeys(keys, names),
-		tokens:  newTokenSet(cfg.tokens),
-		metrics: newMetrics(pool),
+		cfg:        cfg,
+		log:        log,
+		pool:       pool,
+		base:       cfg.upstreamTransport,
+		keys:       newLiveKeys(keys, names),
+		tokens:     newTokenSet(cfg.tokens),
+		metrics:    newMetrics(pool),
+		closeStore: closeStore,
 	}
 	if s.base == nil {
 		s.base = newUpstreamTransport()
@@ -239,6 +241,7 @@ func (s *server) shutdown(signals <-chan os.Signal) {
 	if c, ok := s.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+	s.closeStore()
 	s.log.Info("stopped")
 }
 
