@@ -59,6 +59,12 @@
 // the shared limits, not requests: each replica keeps to its own limits
 // until Redis answers again.
 //
+// # Logs
+//
+// Besides one line per request, the log says when a key changes state
+// (disabled, cooling down, ejected, back in rotation) and why, as
+// keypool.WithLogger writes it.
+//
 // # Signals
 //
 // SIGHUP reloads the key list: keys are added, removed and changed in

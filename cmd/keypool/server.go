@@ -42,6 +42,9 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 		return nil, err
 	}
 	opts, closeStore := openStore(cfg.redis)
+	// The pool logs its keys' state changes (disabled, cooling, ejected,
+	// back) with their causes: a proxy's operator has no other view of them.
+	opts = append(opts, keypool.WithLogger(log))
 	pool, err := keypool.New(keys, opts...)
 	if err != nil {
 		closeStore()
