@@ -38,8 +38,7 @@ func TestHealthz(t *testing.T) {
 		t.Fatalf("status %d: %s", status, body)
 	}
 	rep = healthReport{}
-	if status := getJSON(t, p.client, p.URL+"/healthz", &rep); status != 503 || rep.Status != "unavailable" || rep.Serving != 0 ||
-		!strings.Contains(rep.Reason, "all 2 keys are disabled") || !strings.Contains(rep.Reason, "tried again at") {
+	if status := getJSON(t, p.client, p.URL+"/healthz", &rep); !allDisabled(status, rep) {
 		t.Errorf("every key refused: %d %+v", status, rep)
 	}
 	// Requests now fail at once with 503 rather than wait.
@@ -53,6 +52,18 @@ func TestHealthz(t *testing.T) {
 	if status := getJSON(t, p.client, p.URL+"/healthz", &rep); status != 200 || rep.Serving != 1 {
 		t.Errorf("one key enabled: %d %+v", status, rep)
 	}
+}
+
+// allDisabled reports whether /healthz answered that both keys are
+// disabled, and when they are tried again.
+func allDisabled(status int, rep healthReport) bool {
+	return status == 503 && rep.Status == "unavailable" && rep.Serving == 0 &&
+		strings.Contains(rep.Reason, "all 2 keys are disabled") && strings.Contains(rep.Reason, "tried again at")
+}
+
+func TestHealthzRefusesPost(t *testing.T) {
+	sim := startSim(t, fakeupstream.Config{Keys: simKeys(keyA)})
+	p := startProxy(t, map[string]string{"KEYPOOL_KEYS": keyA, "KEYPOOL_UPSTREAM": sim.URL, "KEYPOOL_TOKENS": token})
 	resp, err := p.client.Post(p.URL+"/healthz", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
