@@ -223,7 +223,7 @@ func (t *Transport) send(c *call, l *lease) (*http.Response, *url.URL, error) {
 // renames it. The lease notes how the body is read.
 func (c *call) setBody(out *http.Request, l *lease) error {
 	if l != nil {
-		if _, ok := l.key.mappedModel(c.need.model); ok {
+		if l.key.mapsModel(c.need.model) {
 			l.mapped = c.need.model
 		}
 		if b := c.bodyFor(l.key); b != nil {

@@ -1,6 +1,8 @@
 package keypool
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -216,6 +218,96 @@ func TestPerKeyAuth(t *testing.T) {
 		for _, name := range []string{"Authorization", "Api-Key", "X-Api-Key", "X-Goog-Api-Key"} {
 			if got := h.Values(name); !slices.Equal(got, w[name]) {
 				t.Errorf("%s: %s is %q, want %q", path, name, got, w[name])
+			}
+		}
+	}
+}
+
+// Key.Header: the caller's own value of that header, in any case, never
+// goes upstream, to that key or any other; the key's secret goes in it
+// once and nowhere else; a key with the transport's default Bearer next
+// to it gets only its Authorization. Key.Header "Authorization" sends the
+// secret as it is.
+func TestKeyHeaderCollisions(t *testing.T) {
+	const goog, bearer, raw = "goog-secret-0123456789", "sk-bearer-0123456789", "raw-secret-0123456789"
+	up := newRecordingUpstream("X-Goog-Api-Key")
+	up.handle(goog, func(int, *http.Request) *http.Response { return jsonAnswer(500, `{}`) })
+	up.handle(bearer, func(int, *http.Request) *http.Response { return jsonAnswer(500, `{}`) })
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: goog, Priority: 2, Header: "x-goog-api-key"},
+		{Secret: bearer, Priority: 1},
+		{Secret: raw, Priority: 0, Header: "Authorization"},
+	}, up, nil)
+	req, _ := http.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", strings.NewReader(chatBody))
+	req.Header["x-goog-api-key"] = []string{"caller-value"}
+	req.Header.Set("X-Goog-Api-Key", "caller-value-2")
+	req.Header.Set("Api-Key", "caller-api-key")
+	req.Header.Set("Authorization", "Bearer caller")
+	req.Header.Set("Content-Type", "application/json")
+	before := req.Header.Clone()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if fmt.Sprint(req.Header) != fmt.Sprint(before) {
+		t.Errorf("the caller's header changed: %v", req.Header)
+	}
+	seen := up.requests()
+	if len(seen) != 3 {
+		t.Fatalf("%d requests", len(seen))
+	}
+	for i, s := range seen {
+		dump := fmt.Sprint(s.header)
+		if strings.Contains(dump, "caller") {
+			t.Errorf("attempt %d got a caller credential: %v", i, s.header)
+		}
+		for _, other := range []string{goog, bearer, raw} {
+			if other != s.secret && strings.Contains(dump, other) {
+				t.Errorf("attempt %d (%s) carries another key's secret %s", i, maskSecret(s.secret), maskSecret(other))
+			}
+		}
+	}
+	if v := seen[0].header.Values("X-Goog-Api-Key"); !slices.Equal(v, []string{goog}) || len(seen[0].header["x-goog-api-key"]) != 0 || seen[0].header.Get("Authorization") != "" {
+		t.Errorf("goog attempt header %v", seen[0].header)
+	}
+	if seen[1].header.Get("Authorization") != "Bearer "+bearer || seen[1].header.Get("X-Goog-Api-Key") != "" {
+		t.Errorf("bearer attempt header %v", seen[1].header)
+	}
+	if v := seen[2].header.Values("Authorization"); !slices.Equal(v, []string{raw}) {
+		t.Errorf("raw attempt Authorization %v", v)
+	}
+}
+
+// No error or Stats of a request through tiers of keys with their own
+// auth, failing every way, shows a secret.
+func TestNoSecretInErrorsOrStats(t *testing.T) {
+	secrets := []string{"sk-one-0123456789abcdef", "sk-two-0123456789abcdef", "sk-three-0123456789abcdef"}
+	up := newRecordingUpstream("X-Custom-Key")
+	up.handle(secrets[0], func(int, *http.Request) *http.Response { return jsonAnswer(401, `{"error":{"message":"bad key"}}`) })
+	up.handle(secrets[1], func(int, *http.Request) *http.Response { return jsonAnswer(404, modelNotFoundBody) })
+	up.handle(secrets[2], func(int, *http.Request) *http.Response { return jsonAnswer(503, `{}`) })
+	tr, p, _ := newFakeClockTransport(t, []Key{
+		{Secret: secrets[0], Priority: 5, Auth: AuthXAPIKey},
+		{Secret: secrets[1], Priority: 0, Header: "X-Custom-Key", ModelMap: map[string]string{askedModel: bModel}},
+		{Secret: secrets[2], Priority: -5, Auth: AuthAPIKey},
+	}, up, nil, WithMaxAttempts(10))
+	var texts []string
+	for range 4 {
+		code, body, err := postTo(t, tr, "application/json", chatBody)
+		texts = append(texts, fmt.Sprint(code, body, err))
+		if err != nil {
+			var ae *AttemptsError
+			if errors.As(err, &ae) {
+				texts = append(texts, fmt.Sprintf("%+v", ae.Attempts))
+			}
+		}
+	}
+	texts = append(texts, fmt.Sprintf("%+v", p.Stats()))
+	for _, s := range secrets {
+		for _, txt := range texts {
+			if strings.Contains(txt, s) || strings.Contains(txt, s[3:15]) {
+				t.Errorf("secret %s shown: %s", maskSecret(s), txt)
 			}
 		}
 	}

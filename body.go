@@ -84,13 +84,15 @@ func (b *replayBody) close() {
 // meta returns the model the request asks for and the tokens to reserve
 // for it against TPM. Only a JSON body naming a model is a model request:
 // anything else (no body, a file upload) names no model and reserves no
-// tokens. unknown is set for a JSON body too large to read for its model.
+// tokens. A JSON object sent under another Content-Type (curl -d sends
+// application/x-www-form-urlencoded) is read as JSON, as providers read
+// it. unknown is set for a JSON body too large to read for its model.
 // A body read here is kept, for keys that rename its model.
 func (b *replayBody) meta(req *http.Request, limit int64) (model string, tokens int, unknown bool) {
 	if b.getBody == nil {
 		return "", 0, false
 	}
-	if ct := req.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+	if ct := req.Header.Get("Content-Type"); ct != "" && !isJSON(ct) && !b.startsAnObject() {
 		return "", 0, false // a form or an upload: not worth reading
 	}
 	if b.buf == nil {
@@ -107,4 +109,26 @@ func (b *replayBody) meta(req *http.Request, limit int64) (model string, tokens 
 	}
 	m := parseRequestMeta(b.buf)
 	return m.Model, m.Tokens, false
+}
+
+// sniffBytes is how much of a body startsAnObject looks at.
+const sniffBytes = 64
+
+// startsAnObject reports whether the body starts with a JSON object's
+// brace, after white space. It reads no more than sniffBytes of a body
+// that is not in memory.
+func (b *replayBody) startsAnObject() bool {
+	head := b.buf
+	if head == nil {
+		rc, err := b.getBody()
+		if err != nil || rc == nil {
+			return false
+		}
+		var buf [sniffBytes]byte
+		n, _ := io.ReadFull(rc, buf[:])
+		rc.Close()
+		head = buf[:n]
+	}
+	head = bytes.TrimLeft(head[:min(len(head), sniffBytes)], " \t\r\n")
+	return len(head) > 0 && head[0] == '{'
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -495,4 +496,121 @@ func (d *portRedirector) RoundTrip(req *http.Request) (*http.Response, error) {
 // tests that report outcomes to a pool directly.
 func answer(status int) *http.Response {
 	return &http.Response{StatusCode: status, Header: http.Header{}}
+}
+
+// upstreamHit is one request as a recording upstream received it.
+type upstreamHit struct {
+	secret string // the key's secret, from whichever header carried it
+	url    string
+	header http.Header
+	body   []byte
+	length int64 // the request's ContentLength
+}
+
+// recordingUpstream is a base RoundTripper that records every request and
+// answers it with the handler of the secret it carries (200 {} by
+// default). Secrets are looked for in Authorization (Bearer), Api-Key,
+// X-Api-Key and the extra header names given.
+type recordingUpstream struct {
+	mu       sync.Mutex
+	seen     []upstreamHit
+	handlers map[string]func(n int, req *http.Request) *http.Response // n: the secret's request number, from 0
+	counts   map[string]int
+	extra    []string
+	onSend   func(s upstreamHit) // called before answering, outside the lock
+}
+
+func newRecordingUpstream(extraHeaders ...string) *recordingUpstream {
+	return &recordingUpstream{handlers: map[string]func(int, *http.Request) *http.Response{}, counts: map[string]int{}, extra: extraHeaders}
+}
+
+func (u *recordingUpstream) secretOf(h http.Header) string {
+	if v := h.Get("Authorization"); v != "" {
+		return strings.TrimPrefix(v, "Bearer ")
+	}
+	for _, name := range append([]string{"Api-Key", "X-Api-Key"}, u.extra...) {
+		if v := h.Get(name); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (u *recordingUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+		req.Body.Close()
+	}
+	s := upstreamHit{secret: u.secretOf(req.Header), url: req.URL.String(), header: req.Header.Clone(), body: body, length: req.ContentLength}
+	u.mu.Lock()
+	u.seen = append(u.seen, s)
+	n := u.counts[s.secret]
+	u.counts[s.secret]++
+	h := u.handlers[s.secret]
+	onSend := u.onSend
+	u.mu.Unlock()
+	if onSend != nil {
+		onSend(s)
+	}
+	var resp *http.Response
+	if h != nil {
+		resp = h(n, req)
+	}
+	if resp == nil {
+		resp = jsonAnswer(200, `{"id":"ok","choices":[]}`)
+	}
+	resp.Request = req
+	return resp, nil
+}
+
+func (u *recordingUpstream) handle(secret string, h func(n int, req *http.Request) *http.Response) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.handlers[secret] = h
+}
+
+func (u *recordingUpstream) requests() []upstreamHit {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.seen)
+}
+
+func (u *recordingUpstream) count(secret string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.counts[secret]
+}
+
+// jsonAnswer is an answer with a JSON body.
+func jsonAnswer(status int, body string, header ...string) *http.Response {
+	h := http.Header{"Content-Type": {"application/json"}}
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+}
+
+const modelNotFoundBody = `{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}`
+
+// postTo sends body as a chat completion through rt, with the given
+// content type, and returns the status and body of the answer.
+func postTo(t *testing.T, rt http.RoundTripper, contentType, body string) (int, string, error) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Authorization", "Bearer client-placeholder")
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return 0, "", err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b), nil
 }

@@ -63,7 +63,11 @@ type Key struct {
 	// name for it, as {"deepseek-chat": "deepseek/deepseek-chat"}: the
 	// "model" of a JSON request body is rewritten for attempts with this
 	// key only, every other byte left as it was. A key with a ModelMap
-	// serves the models it maps, and those of Models if any.
+	// serves the models it maps, and those of Models if any, and requests
+	// that name no model (no body, or a form or file upload), as they
+	// are. It never serves a request whose model it cannot rename: a
+	// JSON body over WithMaxBodyBytes, or one whose top-level member is
+	// spelled "Model" or the like.
 	ModelMap map[string]string
 	// Auth is how the secret is sent; AuthDefault uses the transport's
 	// (WithAuth).

@@ -150,9 +150,11 @@ func (k *keyState) tryTake(now time.Time, tokens int) (inFlight int64, readyAt i
 		return 0, at, refusedBusy // other replicas hold its slots
 	}
 	if off > ns {
-		// Ejected, and a probe is due: one request, if it claims the probe.
+		// Ejected, and a probe is due: one request, if it claims the
+		// probe. Requests begun before the ejection (streams) do not make
+		// it busy: it is still ejected, not worth waiting for.
 		if !k.inflight.CompareAndSwap(0, 1) {
-			return 0, 0, refusedBusy
+			return 0, addNanos(ns, time.Duration(k.probeGap.Load())), refusedOff
 		}
 		if !k.claimProbe(ns) {
 			k.inflight.Add(-1)

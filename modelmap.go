@@ -20,6 +20,13 @@ func (k *keyState) mappedModel(model string) (string, bool) {
 	return to, ok && to != model
 }
 
+// mapsModel reports whether model is in k's ModelMap, renamed or not:
+// k serves it by that mapping, which a model_not_found then disables.
+func (k *keyState) mapsModel(model string) bool {
+	_, ok := k.modelMap[model]
+	return ok && model != ""
+}
+
 // refusedModel reports whether k's provider refused k's name for model,
 // at ns (unix nanoseconds).
 func (k *keyState) refusedModel(model string, ns int64) bool {
@@ -113,6 +120,21 @@ func rewriteModel(body []byte, to string) []byte {
 
 type span struct{ start, end int }
 
+// renameableModel is the model a rename of body would change: the last
+// top-level "model" member's string value, its name matched exactly.
+// encoding/json, which reads the request's model, also matches "Model"
+// or "MODEL"; where the two disagree, no rename can be trusted.
+func renameableModel(body []byte) string {
+	spans := modelValueSpans(body)
+	if len(spans) == 0 {
+		return ""
+	}
+	last := spans[len(spans)-1]
+	var model string
+	json.Unmarshal(body[last.start:last.end], &model) // a string, as the decoder found it
+	return model
+}
+
 // modelValueSpans finds where the string values of the top-level "model"
 // members of a JSON object lie in body; none unless body is one valid
 // JSON object.
@@ -167,6 +189,23 @@ func encodeJSONString(s string) []byte {
 type modelBody struct {
 	to   string
 	body []byte
+}
+
+// readModel reads the model and the tokens c's request asks for, when
+// the pool's keys pick by model or count tokens. A key that renames
+// models serves a request only if its model is known: not when the body
+// was too large to read, not when encoding/json and a rename would see
+// different models in it, and not when it was not read at all (the pool
+// had no such key when the request began).
+func (c *call) readModel(s *snapshot) {
+	if !s.filtersModels && !s.countsTokens {
+		c.need.modelUnknown = c.body.getBody != nil
+		return
+	}
+	c.need.model, c.need.tokens, c.need.modelUnknown = c.body.meta(c.req, c.t.maxBodyBytes)
+	if s.mapsModels && c.need.model != "" && renameableModel(c.body.buf) != c.need.model {
+		c.need.model, c.need.modelUnknown = "", true
+	}
 }
 
 // bodyFor returns the body of an attempt with k when k renames the

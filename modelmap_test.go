@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -372,5 +374,395 @@ func TestIsModelRefusal(t *testing.T) {
 		if got := isModelRefusal(tc.status, parseErrorBody([]byte(tc.body))); got != tc.want {
 			t.Errorf("isModelRefusal(%d, %s) = %v, want %v", tc.status, tc.body, got, tc.want)
 		}
+	}
+}
+
+// Once a bug: a ModelMap that maps a model to the same name (listed only so
+// that the key serves it) gets model_not_found from its provider; that
+// answer goes to the caller and the key keeps serving the model, because
+// the mapping is not counted as a mapping when the name does not change
+// (mappedModel returns false, so lease.mapped stays "").
+//
+// Contract: a 400/404/422 model_not_found from a key serving a model
+// through its ModelMap disables that mapping for the key, and the request
+// goes on to another key that serves it.
+func TestIdentityMappingModelNotFoundFailsOver(t *testing.T) {
+	const mapped, plain = "sk-mapped-0123456789", "sk-plain-0123456789"
+	up := newRecordingUpstream()
+	up.handle(mapped, func(int, *http.Request) *http.Response { return jsonAnswer(404, modelNotFoundBody) })
+	tr, p, _ := newFakeClockTransport(t, []Key{
+		{Secret: mapped, Name: "mapped", Priority: 1, ModelMap: map[string]string{"deepseek-chat": "deepseek-chat", "other": "vendor/other"}},
+		{Secret: plain, Name: "plain", Priority: 0},
+	}, up, nil)
+	code, body, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil || code != 200 {
+		t.Errorf("got %d %s %v; want the plain key's 200 after the mapped key's model_not_found", code, body, err)
+	}
+	if got := p.Stats()[0].RefusedModels; !slices.Equal(got, []string{"deepseek-chat"}) {
+		t.Errorf("mapped key's RefusedModels %v, want [deepseek-chat]", got)
+	}
+}
+
+// Once a bug: a mapped key added to the pool while a request is under way
+// (the pool had no key filtering models when the request began, so its
+// model was never read) gets the caller's body with the caller's model
+// name: the request's model is "" and a mapped key serves such requests
+// as they are.
+//
+// Contract: a key with a ModelMap gets the request body with the model
+// renamed; it must never receive the caller's name for a model it maps.
+func TestMappedKeyAddedMidRequestNeverGetsCallerModel(t *testing.T) {
+	const plain, mapped = "sk-plain-0123456789", "sk-mapped-0123456789"
+	up := newRecordingUpstream()
+	var p *Pool
+	up.handle(plain, func(n int, _ *http.Request) *http.Response {
+		if n == 0 {
+			// While the first attempt is at the provider, the operator
+			// adds a fallback provider with its own model names.
+			if err := p.Add(Key{Secret: mapped, Name: "mapped", Priority: 1,
+				ModelMap: map[string]string{askedModel: bModel}}); err != nil {
+				t.Error(err)
+			}
+			return jsonAnswer(500, `{"error":{"message":"boom"}}`)
+		}
+		return nil
+	})
+	tr, pp, _ := newFakeClockTransport(t, []Key{{Secret: plain, Name: "plain"}}, up, nil)
+	p = pp
+	if code, _, err := postTo(t, tr, "application/json", chatBody); err != nil || code != 200 {
+		t.Fatalf("got %d %v", code, err)
+	}
+	for _, s := range up.requests() {
+		if s.secret == mapped && parseRequestMeta(s.body).Model != bModel {
+			t.Errorf("the mapped key received model %q (%s), want %q", parseRequestMeta(s.body).Model, s.body, bModel)
+		}
+	}
+}
+
+// Once a bug: a JSON body sent with a Content-Type that is not JSON (curl -d
+// sends application/x-www-form-urlencoded) is not read for its model, so
+// a key whose ModelMap renames that model serves it with the caller's
+// name, as "a request that names no model".
+//
+// Contract: a key with a ModelMap serves the models it maps (and its
+// Models); the mapped provider must never be sent the caller's name.
+// Either the body's model is renamed, or the key does not serve it.
+func TestJSONBodyUnderOtherContentTypeIsRenamed(t *testing.T) {
+	for _, ct := range []string{"application/x-www-form-urlencoded", "text/plain"} {
+		t.Run(ct, func(t *testing.T) {
+			const mapped, plain = "sk-mapped-0123456789", "sk-plain-0123456789"
+			up := newRecordingUpstream()
+			tr, _, _ := newFakeClockTransport(t, []Key{
+				{Secret: mapped, Name: "mapped", Priority: 1, ModelMap: map[string]string{askedModel: bModel}},
+				{Secret: plain, Name: "plain", Priority: 0},
+			}, up, nil)
+			if code, _, err := postTo(t, tr, ct, chatBody); err != nil || code != 200 {
+				t.Fatalf("got %d %v", code, err)
+			}
+			for _, s := range up.requests() {
+				if s.secret == mapped && bytes.Contains(s.body, []byte(`"`+askedModel+`"`)) {
+					t.Errorf("the mapped key received the caller's model name: %s", s.body)
+				}
+			}
+		})
+	}
+}
+
+// Once a bug: the model is read with encoding/json, which matches member
+// names without regard to case, so {"Model":"deepseek-chat"} is routed
+// as a request for deepseek-chat to a key that maps it; the rewrite then
+// looks for "model" exactly and changes nothing. The mapped provider
+// gets the caller's name (and a Go provider, reading JSON the same way,
+// uses it).
+//
+// Contract: the mapped key never receives the caller's name for a model
+// it maps: what picks the key and what rewrites the body must agree.
+func TestModelMemberCaseMismatchNeverReachesMappedKey(t *testing.T) {
+	const mapped = "sk-mapped-0123456789"
+	up := newRecordingUpstream()
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: mapped, Name: "mapped", ModelMap: map[string]string{askedModel: bModel}},
+	}, up, nil)
+	body := `{"Model":"deepseek-chat","messages":[{"role":"user","content":"hi"}]}`
+	code, _, err := postTo(t, tr, "application/json", body)
+	if err != nil {
+		t.Logf("refused: %v (acceptable: the key does not serve a request it cannot rename)", err)
+		return
+	}
+	for _, s := range up.requests() {
+		if s.secret == mapped && bytes.Contains(s.body, []byte(`"`+askedModel+`"`)) {
+			t.Errorf("HTTP %d; the mapped key received the caller's model name: %s", code, s.body)
+		}
+	}
+}
+
+// A JSON body too large for WithMaxBodyBytes, with GetBody set, cannot be
+// read for its model: keys that rename models do not serve it; a plain
+// lower-tier key does, with the body as it is.
+func TestTooLargeBodyNeverGoesToMappedKey(t *testing.T) {
+	const mapped, plain = "sk-mapped-0123456789", "sk-plain-0123456789"
+	up := newRecordingUpstream()
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: mapped, Name: "mapped", Priority: 1, ModelMap: map[string]string{askedModel: bModel}},
+		{Secret: plain, Name: "plain", Priority: 0},
+	}, up, nil, WithMaxBodyBytes(64))
+	body := `{"model":"deepseek-chat","messages":[{"role":"user","content":"` + strings.Repeat("x", 200) + `"}]}`
+	code, _, err := postTo(t, tr, "application/json", body)
+	if err != nil || code != 200 {
+		t.Fatalf("got %d %v", code, err)
+	}
+	for _, s := range up.requests() {
+		if s.secret == mapped {
+			t.Errorf("the mapped key got a body it could not rename: %.60s…", s.body)
+		}
+		if s.secret == plain && string(s.body) != body {
+			t.Errorf("the plain key got a changed body")
+		}
+	}
+	// With only the mapped key, the request is refused, not sent.
+	up2 := newRecordingUpstream()
+	tr2, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: mapped, ModelMap: map[string]string{askedModel: bModel}},
+	}, up2, nil, WithMaxBodyBytes(64))
+	if _, _, err := postTo(t, tr2, "application/json", body); !errors.Is(err, ErrNoKeyAvailable) {
+		t.Errorf("too large for the only (mapped) key: %v, want ErrNoKeyAvailable", err)
+	}
+	if n := len(up2.requests()); n != 0 {
+		t.Errorf("the mapped key got %d requests", n)
+	}
+}
+
+// A model_not_found from a key with no ModelMap is the caller's answer:
+// nothing is disabled and the request is not retried elsewhere.
+func TestModelNotFoundOnUnmappedKeyIsTheCallers(t *testing.T) {
+	const a, b = "sk-a-0123456789", "sk-b-0123456789"
+	up := newRecordingUpstream()
+	up.handle(a, func(int, *http.Request) *http.Response { return jsonAnswer(404, modelNotFoundBody) })
+	tr, p, _ := newFakeClockTransport(t, []Key{{Secret: a, Priority: 1}, {Secret: b}}, up, nil)
+	code, body, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil || code != 404 || !strings.Contains(body, "model_not_found") {
+		t.Fatalf("got %d %s %v; want the provider's 404", code, body, err)
+	}
+	if up.count(b) != 0 {
+		t.Errorf("retried on another key")
+	}
+	for _, st := range p.Stats() {
+		if st.RefusedModels != nil || st.State == StateDisabled || st.State == StateEjected {
+			t.Errorf("%s: %v, RefusedModels %v", st.Name, st.State, st.RefusedModels)
+		}
+	}
+}
+
+// A classifier that says EffectModelNotFound about an unmapped key's
+// answer retries the request as it asks but disables nothing; about a
+// mapped key's answer, it refuses the mapping.
+func TestClassifierModelNotFound(t *testing.T) {
+	const mapped, plain, last = "sk-mapped-0123456789", "sk-plain-0123456789", "sk-last-0123456789"
+	up := newRecordingUpstream()
+	up.handle(mapped, func(int, *http.Request) *http.Response { return jsonAnswer(400, `{"error":{"message":"nope"}}`) })
+	up.handle(plain, func(int, *http.Request) *http.Response { return jsonAnswer(400, `{"error":{"message":"nope"}}`) })
+	classifier := func(resp *http.Response, err error, o Outcome) Outcome {
+		if resp != nil && resp.StatusCode == 400 {
+			return Outcome{Effect: EffectModelNotFound, Retry: RetryNow}
+		}
+		return o
+	}
+	tr, p, _ := newFakeClockTransport(t, []Key{
+		{Secret: mapped, Name: "mapped", Priority: 2, ModelMap: map[string]string{askedModel: bModel}},
+		{Secret: plain, Name: "plain", Priority: 1},
+		{Secret: last, Name: "last", Priority: 0},
+	}, up, nil, WithClassifier(classifier))
+	code, _, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil || code != 200 {
+		t.Fatalf("got %d %v", code, err)
+	}
+	if up.count(mapped) != 1 || up.count(plain) != 1 || up.count(last) != 1 {
+		t.Errorf("requests %d %d %d, want 1 each", up.count(mapped), up.count(plain), up.count(last))
+	}
+	st := p.Stats()
+	if !slices.Equal(st[0].RefusedModels, []string{askedModel}) || st[1].RefusedModels != nil || st[1].State != StateReady {
+		t.Errorf("mapped: %v; plain: %v %v", st[0].RefusedModels, st[1].State, st[1].RefusedModels)
+	}
+}
+
+// Every attempt of a request on a chain of mapped keys that all refuse
+// the name: each mapping is disabled once, attempts stay within
+// WithMaxAttempts, and the caller gets the provider's last answer.
+func TestManyRefusingMappedTiersAreBounded(t *testing.T) {
+	up := newRecordingUpstream()
+	var keys []Key
+	for i := range 8 {
+		s := fmt.Sprintf("sk-mapped-%d-0123456789", i)
+		keys = append(keys, Key{Secret: s, Priority: -i * 1000, ModelMap: map[string]string{askedModel: fmt.Sprintf("p%d/m", i)}})
+		up.handle(s, func(int, *http.Request) *http.Response { return jsonAnswer(404, modelNotFoundBody) })
+	}
+	tr, p, _ := newFakeClockTransport(t, keys, up, nil, WithMaxAttempts(3))
+	code, body, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil || code != 404 || !strings.Contains(body, "model_not_found") {
+		t.Fatalf("got %d %s %v", code, body, err)
+	}
+	if n := len(up.requests()); n != 3 {
+		t.Errorf("%d attempts, want WithMaxAttempts(3)", n)
+	}
+	refused := 0
+	for _, st := range p.Stats() {
+		refused += len(st.RefusedModels)
+	}
+	if refused != 3 {
+		t.Errorf("%d mappings refused, want 3", refused)
+	}
+}
+
+// Over real HTTP/1.1 on loopback, the server receives exactly the
+// rewritten bytes, with a Content-Length that matches them, whether or
+// not the caller set GetBody and whatever the caller's ContentLength.
+func TestRewrittenBodyOnTheWire(t *testing.T) {
+	type got struct {
+		body    []byte
+		cl      string
+		te      []string
+		content int64
+	}
+	var mu sync.Mutex
+	var seen []got
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("server read: %v", err)
+		}
+		mu.Lock()
+		seen = append(seen, got{b, r.Header.Get("Content-Length"), r.TransferEncoding, r.ContentLength})
+		mu.Unlock()
+		io.WriteString(w, `{}`)
+	}))
+	defer srv.Close()
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: "sk-mapped-0123456789", BaseURL: srv.URL, ModelMap: map[string]string{askedModel: "a-much-longer/provider-specific-model-name"}},
+	}, srv.Client().Transport, nil)
+	orig := `{ "model" : "deepseek-chat" , "messages":[{"role":"user","content":"héllo <&> \u00e9"}]}`
+	want := strings.Replace(orig, `"deepseek-chat"`, `"a-much-longer/provider-specific-model-name"`, 1)
+	for _, tc := range []struct {
+		name      string
+		getBody   bool
+		length    int64
+		chunked   bool
+		noRewrite bool
+	}{
+		{"GetBody", true, int64(len(orig)), false, false},
+		{"noGetBody", false, int64(len(orig)), false, false},
+		{"unknownLength", false, -1, false, false},
+		{"chunked", true, -1, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			req, _ := http.NewRequest(http.MethodPost, "http://caller.invalid/v1/chat/completions", strings.NewReader(orig))
+			req.Header.Set("Content-Type", "application/json")
+			req.ContentLength = tc.length
+			if !tc.getBody {
+				req.GetBody = nil
+				req.Body = io.NopCloser(strings.NewReader(orig))
+			}
+			if tc.chunked {
+				req.TransferEncoding = []string{"chunked"}
+			}
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 1 {
+				t.Fatalf("%d requests", len(seen))
+			}
+			s := seen[0]
+			if string(s.body) != want {
+				t.Errorf("server got\n%s\nwant\n%s", s.body, want)
+			}
+			if s.content != int64(len(want)) && !(tc.chunked && s.content == -1) {
+				t.Errorf("ContentLength %d (header %q, TE %v), body %d bytes", s.content, s.cl, s.te, len(s.body))
+			}
+			if req.ContentLength != tc.length {
+				t.Errorf("the caller's ContentLength changed to %d", req.ContentLength)
+			}
+		})
+	}
+}
+
+// A 307 with a relative Location from a mapped key's provider (BaseURL
+// with a path): the client re-sends the caller's own body; the redirect
+// goes to the provider's host, with its own key and auth style and the
+// model renamed again; neither the caller's placeholder nor another
+// provider's secret goes there.
+func TestRedirectAfterRewrite(t *testing.T) {
+	const aSecret, bSecret = "sk-provider-a-0123456789", "b-provider-key-abcdefgh"
+	type hit struct {
+		path, auth, apiKey string
+		body               []byte
+	}
+	var mu sync.Mutex
+	var bHits, aHits []hit
+	record := func(hits *[]hit) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			*hits = append(*hits, hit{r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Api-Key"), b})
+			mu.Unlock()
+			if strings.HasSuffix(r.URL.Path, "/v1/chat/completions") && hits == &bHits {
+				w.Header().Set("Location", "../v2/chat/completions")
+				w.WriteHeader(http.StatusTemporaryRedirect)
+				return
+			}
+			io.WriteString(w, `{}`)
+		}
+	}
+	b := httptest.NewServer(record(&bHits))
+	defer b.Close()
+	a := httptest.NewServer(record(&aHits))
+	defer a.Close()
+	up := newRecordingUpstream()
+	up.handle(aSecret, func(int, *http.Request) *http.Response { return jsonAnswer(503, `{"error":{"message":"down"}}`) })
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Header.Get("Authorization") == "Bearer "+aSecret {
+			return up.RoundTrip(r) // A is down
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: aSecret, Priority: 1, BaseURL: a.URL},
+		{Secret: bSecret, Priority: 0, BaseURL: b.URL + "/openai", Auth: AuthAPIKey, ModelMap: map[string]string{askedModel: bModel}},
+	}, base, nil)
+	client := &http.Client{Transport: tr}
+	req, _ := http.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", strings.NewReader(chatBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer client-placeholder")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("got %d %s", resp.StatusCode, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bHits) != 2 {
+		t.Fatalf("B got %d requests: %+v", len(bHits), bHits)
+	}
+	for i, h := range bHits {
+		if h.auth != "" || h.apiKey != bSecret {
+			t.Errorf("B request %d (%s): Authorization %q, api-key %q", i, h.path, h.auth, maskSecret(h.apiKey))
+		}
+		if m := parseRequestMeta(h.body).Model; m != bModel {
+			t.Errorf("B request %d (%s): model %q", i, h.path, m)
+		}
+	}
+	// ../v2 from /openai/v1/chat/completions, as RFC 3986 resolves it.
+	if bHits[1].path != "/openai/v1/v2/chat/completions" {
+		t.Errorf("redirect went to %s", bHits[1].path)
+	}
+	if len(aHits) != 0 {
+		t.Errorf("A's server got %d requests", len(aHits))
 	}
 }

@@ -47,6 +47,8 @@ type snapshot struct {
 	// ownHeaders are the headers keys carry their secrets in (Key.Header):
 	// a caller's copy of one is never sent.
 	ownHeaders []string
+	// mapsModels is set when some key renames models (Key.ModelMap).
+	mapsModels bool
 	// countsTokens is set when some account has a TPM limit, so that
 	// requests must carry a token estimate.
 	countsTokens bool
@@ -58,6 +60,7 @@ func newSnapshot(keys []*keyState) *snapshot {
 		s.byName[k.name] = k
 		s.filtersModels = s.filtersModels || k.models != nil || k.modelMap != nil
 		s.countsTokens = s.countsTokens || k.cfg.TPM > 0
+		s.mapsModels = s.mapsModels || k.modelMap != nil
 		if k.secretName != "" && !slices.Contains(s.ownHeaders, k.secretName) {
 			s.ownHeaders = append(s.ownHeaders, k.secretName)
 		}

@@ -49,10 +49,13 @@ const fastProbes = 16
 // pick takes a key of the tier for r without waiting. It walks the
 // weighted cycle from the tier's cursor, skipping keys that cannot serve
 // r or were tried; if the first few slots give nothing it scans every
-// key, and at last falls back to keys already tried. It notes in b why
-// the keys it could not take were refused, and reports whether the tier
-// is worth waiting for: some key that serves r is only busy or out of
-// budget, rather than disabled, ejected or cooling down.
+// key. When a key it has not tried is worth waiting for, it falls back to
+// keys already tried before it waits; when none is, the keys already
+// tried are left to Pool.pick, which tries the other tiers' untried keys
+// first. It notes in b why the keys it could not take were refused, and
+// reports whether the tier is worth waiting for: some key that serves r
+// is only busy or out of budget, rather than disabled, ejected or
+// cooling down.
 func (t *tier) pick(r *acquireRequest, now time.Time, b *blocked) (k *keyState, inFlight int64, worthWaiting bool) {
 	n := uint64(len(t.schedule))
 	// Each probe takes the next slot of the shared cycle, so that skipped
@@ -86,8 +89,11 @@ func (t *tier) pick(r *acquireRequest, now time.Time, b *blocked) (k *keyState, 
 		b.note(at, why)
 		worthWaiting = worthWaiting || why.worthWaiting()
 	}
-	k, inFlight, waitTried := t.pickTried(r, now, b)
-	return k, inFlight, worthWaiting || waitTried
+	if !worthWaiting {
+		return nil, 0, false
+	}
+	k, inFlight, _ = t.pickTried(r, now, b)
+	return k, inFlight, true
 }
 
 // pickTried falls back to the tier's keys that r already tried.
@@ -116,21 +122,33 @@ func (t *tier) holds(k *keyState) bool {
 // disabled, ejected or cooling down, and when r failed there with a
 // provider failure; it is waited for when a key of it is only busy or
 // out of budget, unless r has waited long enough to spill over
-// (WithSpillAfter). Tiers where r failed are the last resort.
+// (WithSpillAfter). A key r has not tried, on any tier, comes before one
+// it tried: a request whose 429s or refusals used up a tier moves on to
+// the next rather than going round the same keys. Tiers where r failed
+// are the last resort.
 func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
 	s := p.snap.Load()
 	now := p.clock.Now()
 	var b blocked
-	for _, t := range s.tiers {
-		if r.failedOn(t.priority) {
-			continue
-		}
-		k, n, worthWaiting := t.pick(r, now, &b)
-		if k != nil {
-			return k, n, b
-		}
-		if worthWaiting && !r.spill {
-			return nil, 0, b
+	for _, tried := range [2]bool{false, true} {
+		for _, t := range s.tiers {
+			if r.failedOn(t.priority) {
+				continue
+			}
+			var k *keyState
+			var n int64
+			var worthWaiting bool
+			if tried {
+				k, n, worthWaiting = t.pickTried(r, now, &b)
+			} else {
+				k, n, worthWaiting = t.pick(r, now, &b)
+			}
+			if k != nil {
+				return k, n, b
+			}
+			if worthWaiting && !r.spill {
+				return nil, 0, b
+			}
 		}
 	}
 	for _, t := range s.tiers {
@@ -138,6 +156,9 @@ func (p *Pool) pick(r *acquireRequest) (*keyState, int64, blocked) {
 			continue
 		}
 		if k, n, _ := t.pick(r, now, &b); k != nil {
+			return k, n, b
+		}
+		if k, n, _ := t.pickTried(r, now, &b); k != nil {
 			return k, n, b
 		}
 	}

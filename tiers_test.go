@@ -2,6 +2,7 @@ package keypool
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -358,4 +359,277 @@ func TestFailoverToAnotherTierSpendsNoRetryBudget(t *testing.T) {
 	if n := slept.Load(); n != 0 {
 		t.Errorf("backed off %d times before going to another tier", n)
 	}
+}
+
+// Once a bug: an ejected key that is due for its probe but still has requests
+// in flight (streams begun before it was ejected) reports itself busy,
+// and a busy key is "worth waiting for": the request then waits on the
+// higher tier instead of going to the lower one, which is idle.
+//
+// Contract: a lower tier gets a request when every key of the higher one
+// that serves it is disabled, ejected or cooling down. The tier-1 key
+// here is ejected; the request must go to tier 0 at once.
+func TestEjectedKeyWithRequestsInFlightDoesNotHoldBackLowerTier(t *testing.T) {
+	p, c := newFakeClockPool(t, []Key{
+		{Secret: "sk-tier1-0123456789", Name: "high", Priority: 1, MaxConcurrent: 4},
+		{Secret: "sk-tier0-0123456789", Name: "low", Priority: 0},
+	}, WithEjection(1, time.Minute), WithCooldown(time.Second))
+	proveAll(p)
+	// A long stream holds the high key.
+	stream := mustAcquire(t, p, &acquireRequest{})
+	if stream.key.name != "high" {
+		t.Fatalf("first request went to %s", stream.key.name)
+	}
+	defer stream.release()
+	// Another request fails on it: it is ejected for a minute, probed
+	// every second.
+	failing := mustAcquire(t, p, &acquireRequest{})
+	if failing.key.name != "high" {
+		t.Fatalf("second request went to %s", failing.key.name)
+	}
+	p.report(failing, Outcome{Effect: EffectFailure}, answer(503))
+	failing.release()
+	if st := p.Stats()[0]; st.State != StateEjected {
+		t.Fatalf("high is %v, want ejected", st.State)
+	}
+	// Before the probe is due, tier 0 serves: that works.
+	if l, _, err := p.acquire(context.Background(), &acquireRequest{}, 0); err != nil || l.key.name != "low" {
+		t.Fatalf("before the probe: %v, %v; want the low key", l, err)
+	} else {
+		l.release()
+	}
+	// The probe is due, but the high key still has the stream in flight.
+	c.Advance(time.Second)
+	l, _, err := p.acquire(context.Background(), &acquireRequest{}, 0)
+	if err != nil {
+		t.Fatalf("probe due, high key ejected with a stream in flight: %v; want the low key at once (high is ejected, not busy)", err)
+	}
+	defer l.release()
+	if l.key.name != "low" {
+		t.Errorf("got %s", l.key.name)
+	}
+}
+
+// Once a bug: with adaptive limits on (the default), a bare 429 (no
+// Retry-After, as DeepSeek sends) does not cool the account down, so
+// after a 429 on every tier-1 key the request goes back to a tier-1 key
+// it already tried instead of to tier 2; 429s are not charged against
+// WithMaxAttempts, so it can take many of them.
+//
+// Contract: "a request that ... 429s on every tier-1 key goes to tier 2
+// at once". Here tier 1 is one key that answers every request 429: the
+// request must make one attempt there, and the next on tier 0.
+func TestBare429OnEveryHigherKeyGoesToLowerTierAtOnce(t *testing.T) {
+	const high, low = "sk-high-0123456789", "sk-low-0123456789"
+	up := newRecordingUpstream()
+	up.handle(high, func(int, *http.Request) *http.Response {
+		return jsonAnswer(429, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_reached"}}`)
+	})
+	tr, p, _ := newFakeClockTransport(t, []Key{
+		{Secret: high, Name: "high", Priority: 1},
+		{Secret: low, Name: "low", Priority: 0},
+	}, up, nil)
+	code, body, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil || code != 200 {
+		t.Fatalf("got %d %s %v, want the low tier's 200", code, body, err)
+	}
+	if n := up.count(high); n != 1 {
+		t.Errorf("the high key got %d requests (all 429s) before the low tier served; want 1", n)
+	}
+	for _, st := range p.Stats() {
+		t.Logf("%s: %d requests, %d 429s, state %v, limit %d", st.Name, st.Requests, st.RateLimited, st.State, st.Limit)
+	}
+}
+
+// As above, with WithAdaptiveLimits(false): a bare 429 cools the account
+// for WithCooldown, so the request goes to tier 0 at once.
+func TestBare429WithoutAdaptiveLimitsGoesToLowerTier(t *testing.T) {
+	const high, low = "sk-high-0123456789", "sk-low-0123456789"
+	up := newRecordingUpstream()
+	up.handle(high, func(int, *http.Request) *http.Response {
+		return jsonAnswer(429, `{"error":{"message":"Rate limit reached","code":"rate_limit_reached"}}`)
+	})
+	tr, _, _ := newFakeClockTransport(t, []Key{
+		{Secret: high, Priority: 1},
+		{Secret: low, Priority: 0},
+	}, up, []Option{WithAdaptiveLimits(false)})
+	code, _, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil || code != 200 {
+		t.Fatalf("got %d %v", code, err)
+	}
+	if n := up.count(high); n != 1 {
+		t.Errorf("the high key got %d requests; want 1", n)
+	}
+}
+
+// Once a gap: with WithSpillAfter(0), a
+// request whose tier-1 key is out of its RPM budget for longer than the
+// pool's maximum wait fails at once with ErrWaitTimeout, while the tier-0
+// key is idle. The pool knows the higher tier cannot serve it before its
+// deadline; failing the request rather than using the fallback defeats
+// the fallback's purpose. (By the letter, RPM exhaustion is not one of
+// disabled/ejected/cooling, and 0 means "never spill on waiting"; but a
+// key that cannot take the request before its deadline "can't serve it".)
+func TestHigherTierOutOfBudgetPastTheDeadlineSpills(t *testing.T) {
+	p, _ := newFakeClockPool(t, []Key{
+		{Secret: "sk-tier1-0123456789", Name: "high", Priority: 1, RPM: 1},
+		{Secret: "sk-tier0-0123456789", Name: "low", Priority: 0},
+	}, WithMaxWait(10*time.Second))
+	proveAll(p)
+	first := mustAcquire(t, p, &acquireRequest{})
+	if first.key.name != "high" {
+		t.Fatalf("first went to %s", first.key.name)
+	}
+	first.release()
+	// The high key's next request is a minute away; the wait is 10 s.
+	l, err := acquireFor(p, context.Background(), &acquireRequest{})
+	if err != nil {
+		t.Fatalf("high out of RPM for a minute, max wait 10 s, low idle: %v; want the low key", err)
+	}
+	defer l.release()
+	if l.key.name != "low" {
+		t.Errorf("got %s", l.key.name)
+	}
+}
+
+// Keys of one Account spread over two priorities: a 429 with Retry-After
+// on the tier-2 key cools the account, so its tier-1 key cannot serve
+// either; the request goes to tier 0 (another account) at once, and the
+// cooled account's lower key does not get a request meanwhile.
+func TestAccountSpreadOverTiersCoolsAsOne(t *testing.T) {
+	const k2, k1, k0 = "sk-acct-high-0123456789", "sk-acct-mid-0123456789", "sk-other-low-0123456789"
+	up := newRecordingUpstream()
+	up.handle(k2, func(int, *http.Request) *http.Response {
+		return jsonAnswer(429, `{"error":{"message":"slow down","code":"rate_limit_exceeded"}}`, "Retry-After", "30")
+	})
+	tr, p, _ := newFakeClockTransport(t, []Key{
+		{Secret: k2, Name: "acct-high", Account: "acct", Priority: 2},
+		{Secret: k1, Name: "acct-mid", Account: "acct", Priority: 1},
+		{Secret: k0, Name: "other-low", Priority: 0},
+	}, up, nil)
+	for range 3 {
+		if code, _, err := postTo(t, tr, "application/json", chatBody); err != nil || code != 200 {
+			t.Fatalf("got %d %v", code, err)
+		}
+	}
+	if up.count(k2) != 1 || up.count(k1) != 0 || up.count(k0) != 3 {
+		t.Errorf("requests: high %d, mid %d, low %d; want 1, 0, 3", up.count(k2), up.count(k1), up.count(k0))
+	}
+	for _, st := range p.Stats() {
+		if st.Account == "acct" && st.State != StateCooling {
+			t.Errorf("%s is %v, want cooling", st.Name, st.State)
+		}
+	}
+}
+
+// Three tiers whose providers all fail: each request makes at most
+// WithMaxAttempts attempts, one per tier at first and then within the
+// retry budget; the sum over many requests stays bounded.
+func TestThreeFailingTiersAreBounded(t *testing.T) {
+	up := newRecordingUpstream()
+	var keys []Key
+	for i := range 3 {
+		s := fmt.Sprintf("sk-tier%d-0123456789", i)
+		keys = append(keys, Key{Secret: s, Priority: i})
+		up.handle(s, func(int, *http.Request) *http.Response { return jsonAnswer(500, `{"error":{"message":"down"}}`) })
+	}
+	tr, _, c := newFakeClockTransport(t, keys, up, []Option{WithEjection(1000, time.Minute)}, WithMaxAttempts(4))
+	const requests = 50
+	for i := range requests {
+		code, _, err := postTo(t, tr, "application/json", chatBody)
+		if err == nil && code != 500 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+		c.Advance(10 * time.Millisecond)
+	}
+	total := len(up.requests())
+	t.Logf("%d requests made %d attempts", requests, total)
+	if total > requests*4 {
+		t.Errorf("%d attempts for %d requests, over WithMaxAttempts(4) each", total, requests)
+	}
+	// One per tier, plus the budget's retries: 20% of requests and 1 a
+	// second (0.5 s of fake time here, so the floor is 10 a window).
+	if limit := requests*3 + requests/5 + 10; total > limit {
+		t.Errorf("%d attempts for %d requests, want at most %d: a retry storm", total, requests, limit)
+	}
+}
+
+// Load over three tiers while keys are added, removed and reweighted,
+// mappings refused, and Stats read, under -race: every request ends with
+// an answer, nothing leaks, and no mapped key ever gets the caller's
+// model name (see TestMappedKeyAddedMidRequestNeverGetsCallerModel for the
+// one path where it does; here every mapped key is there from the
+// start).
+func TestReconfigureTiersUnderLoad(t *testing.T) {
+	inVirtualTime(t, func(t *testing.T) {
+		up := newRecordingUpstream()
+		var keys []Key
+		for i := range 6 {
+			k := Key{Secret: fmt.Sprintf("sk-k%d-0123456789", i), Name: fmt.Sprintf("k%d", i), Priority: i % 3, MaxConcurrent: 2}
+			if i%3 == 0 {
+				k.ModelMap = map[string]string{askedModel: fmt.Sprintf("p%d/%s", i, askedModel)}
+			}
+			keys = append(keys, k)
+			n := i
+			up.handle(k.Secret, func(j int, _ *http.Request) *http.Response {
+				time.Sleep(20 * time.Millisecond)
+				switch {
+				case n == 0 && j%7 == 3:
+					return jsonAnswer(404, modelNotFoundBody)
+				case n == 2 && j%5 == 1:
+					return jsonAnswer(503, `{}`)
+				case n == 4 && j%11 == 2:
+					return jsonAnswer(429, `{}`, "Retry-After", "1")
+				}
+				return nil
+			})
+		}
+		p := newRealClockPool(t, keys, WithSpillAfter(30*time.Millisecond), WithDisableFor(time.Second))
+		client := &http.Client{Transport: NewTransport(p, WithBase(up))}
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				case <-time.After(15 * time.Millisecond):
+				}
+				_ = p.Stats()
+				switch i % 4 {
+				case 0:
+					_ = p.SetWeight(fmt.Sprintf("k%d", i%6), float64(1+i%3))
+				case 1:
+					_ = p.Add(Key{Secret: fmt.Sprintf("sk-extra%d-0123456789", i), Name: fmt.Sprintf("x%d", i), Priority: i % 4})
+				case 2:
+					_ = p.Remove(fmt.Sprintf("x%d", i-1))
+				case 3:
+					_ = p.SetLimits(fmt.Sprintf("k%d", i%6), Limits{MaxConcurrent: 1 + i%3})
+				}
+			}
+		}()
+		failed := runLoad(12, 600, func(int) error { return postChat(context.Background(), client, "https://api.example.test", chatBody) })
+		close(done)
+		wg.Wait()
+		if failed != 0 {
+			t.Errorf("%d requests failed", failed)
+		}
+		for _, s := range up.requests() {
+			m := parseRequestMeta(s.body).Model
+			mapped := strings.Contains(s.secret, "-k0-") || strings.Contains(s.secret, "-k3-")
+			if mapped && !strings.HasSuffix(m, "/"+askedModel) || !mapped && m != askedModel {
+				t.Errorf("key %s got model %q", maskSecret(s.secret), m)
+			}
+		}
+		var byTier = map[int]int64{}
+		for _, st := range p.Stats() {
+			byTier[st.Priority] += st.Successes
+			if st.InFlight != 0 {
+				t.Errorf("%s: %d in flight after the load", st.Name, st.InFlight)
+			}
+		}
+		t.Logf("successes by priority: %v", byTier)
+	})
 }

@@ -168,9 +168,7 @@ func (c *call) init(t *Transport, req *http.Request) error {
 		// A secret may follow a redirect only to where it belongs.
 		c.need.origin, c.need.dest = originURL(req), req.URL
 	}
-	if s := t.pool.snap.Load(); s.filtersModels || s.countsTokens {
-		c.need.model, c.need.tokens, c.need.modelUnknown = c.body.meta(req, t.maxBodyBytes)
-	}
+	c.readModel(t.pool.snap.Load())
 	c.waitLeft = t.pool.cfg.maxWait
 	now := t.pool.clock.Now()
 	t.budget.request(now)

@@ -133,8 +133,7 @@ func (p *Pool) dispatchLocked() {
 // returns when to look again (unix nanoseconds).
 func (p *Pool) tryServeLocked(w *waiter, s *snapshot, now time.Time) (again int64) {
 	spillAt := p.spillAt(w, s)
-	w.req.spill = spillAt != 0 && spillAt <= now.UnixNano()
-	k, n, b := p.pick(&w.req)
+	k, n, b := p.pickFor(w, s, spillAt, now)
 	switch {
 	case k != nil:
 		p.serveLocked(w, grant{lease: p.newLease(k, w.req.tokens, n)})
@@ -157,6 +156,19 @@ func (p *Pool) tryServeLocked(w *waiter, s *snapshot, now time.Time) (again int6
 		again = min(again, spillAt)
 	}
 	return again
+}
+
+// pickFor picks a key for w, spilling over to a lower tier once w has
+// waited until spillAt, or when the tier it waits for has no key free
+// before w's deadline: that tier cannot serve w, so a lower one may.
+func (p *Pool) pickFor(w *waiter, s *snapshot, spillAt int64, now time.Time) (*keyState, int64, blocked) {
+	w.req.spill = spillAt != 0 && spillAt <= now.UnixNano()
+	k, n, b := p.pick(&w.req)
+	if k == nil && !w.req.spill && len(s.tiers) > 1 && !b.busy && b.earliest > w.deadline {
+		w.req.spill = true
+		k, n, b = p.pick(&w.req)
+	}
+	return k, n, b
 }
 
 // spillAt is when w may spill over to a lower tier (unix nanoseconds), or

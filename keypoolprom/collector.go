@@ -8,8 +8,8 @@
 // secret is ever exported.
 //
 // Counters and histograms are fed by the pool's events (see
-// keypool.Observer) from the moment the collector is made; gauges are
-// read from Pool.Stats when Prometheus scrapes:
+// keypool.Observer) from the moment the collector is made; gauges, and
+// the token counter, are read from Pool.Stats when Prometheus scrapes:
 //
 //	keypool_upstream_requests_total{key,outcome}   requests sent upstream, by what came of them:
 //	                                               ok, rejected (400, 404, 422), rate_limited (429),
@@ -23,6 +23,8 @@
 //	keypool_upstream_latency_seconds{key}          histogram of the time to the upstream's answer
 //	                                               (its headers; a stream's body comes later)
 //	keypool_retries_refused_total{key}             retries the retry budget refused
+//	keypool_key_tokens_total{key}                  tokens the upstream reported using (KeyStats.Tokens:
+//	                                               usage of JSON answers and of streams' final chunks)
 //	keypool_key_in_flight{key}                     requests holding the key now
 //	keypool_key_limit{key}                         the account's in-flight limit (0: none)
 //	keypool_key_state{key,state}                   1 for the key's state, 0 for the others
@@ -76,6 +78,7 @@ type Collector struct {
 	refused  *prometheus.CounterVec
 
 	inFlight, limit, state, priority *prometheus.Desc
+	tokens                           *prometheus.Desc
 }
 
 // NewCollector returns a collector of p's metrics, to register with a
@@ -113,6 +116,11 @@ func (c *Collector) describe(cfg config) {
 	c.state = prometheus.NewDesc(prometheus.BuildFQName(ns, "key", "state"),
 		"1 for the key's state (ready, probing, cooling, ejected, disabled), 0 for the others.", []string{"key", "state"}, cl)
 	c.priority = prometheus.NewDesc(prometheus.BuildFQName(ns, "key", "priority"), "The key's tier: higher serves first.", []string{"key"}, cl)
+	// Read from Stats rather than fed by events: the pool counts usage as
+	// a body is read to its end, after every event of the request.
+	c.tokens = prometheus.NewDesc(prometheus.BuildFQName(ns, "key", "tokens_total"),
+		"Tokens the upstream reported using for the key's requests, from the usage of JSON answers and of streams' final chunks.",
+		[]string{"key"}, cl)
 }
 
 // Describe implements prometheus.Collector.
@@ -124,6 +132,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.limit
 	ch <- c.state
 	ch <- c.priority
+	ch <- c.tokens
 }
 
 // Collect implements prometheus.Collector.
@@ -135,6 +144,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight), st.Name)
 		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(st.Limit), st.Name)
 		ch <- prometheus.MustNewConstMetric(c.priority, prometheus.GaugeValue, float64(st.Priority), st.Name)
+		ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.CounterValue, float64(st.Tokens), st.Name)
 		for _, s := range states {
 			v := 0.0
 			if st.State == s {

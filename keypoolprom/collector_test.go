@@ -2,6 +2,7 @@ package keypoolprom
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -19,10 +20,15 @@ const (
 	goodSecret    = "sk-good-0123456789abcdefgh"
 )
 
-func post(t *testing.T, client *http.Client, url string) {
+const chatBody = `{"model":"deepseek-chat","messages":[{"role":"user","content":"hi"}]}`
+
+func post(t *testing.T, client *http.Client, url string) { postBody(t, client, url, chatBody) }
+
+// postBody sends a chat completion and reads its answer to the end.
+func postBody(t *testing.T, client *http.Client, url, body string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/v1/chat/completions",
-		strings.NewReader(`{"model":"deepseek-chat","messages":[{"role":"user","content":"hi"}]}`))
+		strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -121,6 +127,45 @@ keypool_key_priority{key="` + revoked + `"} 2
 		if s := f.String(); strings.Contains(s, revokedSecret[8:]) || strings.Contains(s, goodSecret[8:]) {
 			t.Fatalf("%s exports a secret", f.GetName())
 		}
+	}
+}
+
+// keypool_key_tokens_total is the usage the upstream reported, of JSON
+// answers and of streams' final chunks alike: what the simulator billed.
+func TestCollectorTokens(t *testing.T) {
+	sim := fakeupstream.NewInMemory(fakeupstream.Config{Keys: map[string]fakeupstream.Key{
+		revokedSecret: {Fault: fakeupstream.FaultRevoked}, goodSecret: {},
+	}, StreamChunks: 3})
+	defer sim.Close()
+	p, err := keypool.New([]keypool.Key{{Secret: revokedSecret, Name: "revoked", Weight: 1000}, {Secret: goodSecret, Name: "good"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCollector(p)
+	client := &http.Client{Transport: keypool.NewTransport(p, keypool.WithBase(sim.Client().Transport))}
+	post(t, client, sim.URL)
+	postBody(t, client, sim.URL, `{"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":"a longer question"}]}`)
+	post(t, client, sim.URL)
+
+	billed := sim.Counters(goodSecret)
+	if billed.OK != 3 {
+		t.Fatalf("the simulator answered %d requests, want 3", billed.OK)
+	}
+	want := fmt.Sprintf(`
+# HELP keypool_key_tokens_total Tokens the upstream reported using for the key's requests, from the usage of JSON answers and of streams' final chunks.
+# TYPE keypool_key_tokens_total counter
+keypool_key_tokens_total{key="good"} %d
+keypool_key_tokens_total{key="revoked"} 0
+`, billed.PromptTokens+billed.CompletionTokens)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "keypool_key_tokens_total"); err != nil {
+		t.Error(err)
+	}
+	problems, err := testutil.CollectAndLint(c, "keypool_key_tokens_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range problems {
+		t.Errorf("promlint: %s: %s", pr.Metric, pr.Text)
 	}
 }
 

@@ -48,13 +48,13 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 // request with and without the store (reported as p50 and p99 in µs).
 func BenchmarkStoreOverhead(b *testing.B) {
 	r := startRedis(&testing.T{})
-	defer r.stop()
+	defer r.Stop()
 	for _, withStore := range []bool{false, true} {
 		b.Run(fmt.Sprintf("store=%v", withStore), func(b *testing.B) {
 			var opts []keypool.Option
 			counter := &commandCounter{}
 			if withStore {
-				rdb := redis.NewClient(ClientOptions(r.addr))
+				rdb := redis.NewClient(ClientOptions(r.Addr))
 				defer rdb.Close()
 				rdb.AddHook(counter)
 				store := New(rdb, WithPrefix(fmt.Sprintf("bench-%d:", time.Now().UnixNano())))
@@ -100,7 +100,7 @@ func BenchmarkStoreOverhead(b *testing.B) {
 func BenchmarkReplicas(b *testing.B) {
 	t := &testing.T{}
 	r := startRedis(t)
-	defer r.stop()
+	defer r.Stop()
 	for _, withStore := range []bool{false, true} {
 		b.Run(fmt.Sprintf("store=%v", withStore), func(b *testing.B) {
 			for range b.N {
@@ -110,7 +110,7 @@ func BenchmarkReplicas(b *testing.B) {
 					Cap: cap, Callers: 10, Requests: 1 << 30, LeaseTime: 5 * time.Second,
 					From: time.Now().Add(200 * time.Millisecond), For: 3 * time.Second}
 				if withStore {
-					job.RedisAddr = r.addr
+					job.RedisAddr = r.Addr
 				}
 				outcomes := make([]outcome, replicas)
 				var wg sync.WaitGroup

@@ -198,7 +198,7 @@ func TestReplicasInProcessesShareLimits(t *testing.T) {
 			const cap, replicas = 4, 4
 			sim, secrets := deepseek(t, cap)
 			// The same window for all: each process starts when it can.
-			job := replica{SimURL: sim.URL, RedisAddr: r.addr, Prefix: fmt.Sprintf("procs-%v:", told), Secrets: secrets,
+			job := replica{SimURL: sim.URL, RedisAddr: r.Addr, Prefix: fmt.Sprintf("procs-%v:", told), Secrets: secrets,
 				Callers: 10, Requests: 1 << 30, LeaseTime: 5 * time.Second,
 				From: time.Now().Add(time.Second), For: 3 * time.Second}
 			if told {
@@ -279,7 +279,7 @@ func TestKilledReplicaGivesItsSlotsBack(t *testing.T) {
 	sets := leaseSets(t, New(rdb, WithPrefix("killed:")), secrets)
 	// The victim works until it is killed, however long the others take
 	// to start.
-	job := replica{SimURL: sim.URL, RedisAddr: r.addr, Prefix: "killed:", Secrets: secrets, Cap: cap,
+	job := replica{SimURL: sim.URL, RedisAddr: r.Addr, Prefix: "killed:", Secrets: secrets, Cap: cap,
 		Callers: 10, Requests: 1 << 30, LeaseTime: lease}
 	victim, _ := startChild(t, job)
 	defer victim.Process.Kill() // should the test stop early
@@ -464,7 +464,7 @@ func TestRedisStoppedAndRestarted(t *testing.T) {
 		}
 	}
 	waitUntil("shared at the start", func() bool { all, _ := shared(); return all })
-	r.stop()
+	r.Stop()
 	waitUntil("fallback shown in Stats", func() bool { _, none := shared(); return none })
 	if err := pools[0].StoreErr(); err == nil {
 		t.Error("StoreErr is nil while Redis is down")
@@ -472,7 +472,7 @@ func TestRedisStoppedAndRestarted(t *testing.T) {
 		t.Logf("while Redis is down: %v", err)
 	}
 	time.Sleep(time.Second)
-	r.start()
+	r.Restart()
 	waitUntil("rejoin shown in Stats", func() bool { all, _ := shared(); return all })
 	if err := pools[0].StoreErr(); err != nil {
 		t.Errorf("StoreErr after Redis came back: %v", err)
@@ -508,7 +508,7 @@ func TestReplicasShareRPM(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rdb := redis.NewClient(ClientOptions(r.addr))
+			rdb := redis.NewClient(ClientOptions(r.Addr))
 			defer rdb.Close()
 			store := New(rdb, WithPrefix("rpm:"))
 			defer store.Close()

@@ -106,7 +106,7 @@ func TestStore(t *testing.T) {
 	})
 
 	t.Run("leases expire unless renewed", func(t *testing.T) {
-		if !r.real() {
+		if !r.Real() {
 			t.Skip("miniredis answers TIME with the wall clock only when told; the real server is needed")
 		}
 		take("e1", 2, 0, 0, 0)

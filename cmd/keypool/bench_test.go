@@ -104,9 +104,11 @@ func (tg *benchTarget) rate() float64 { return float64(tg.n) / tg.elapsed.Second
 // loopback: direct requests; requests through a bare httputil.ReverseProxy
 // with no keypool, as is and with the keypool proxy's copy-buffer pool;
 // and requests through the keypool proxy (4 keys, a client token
-// checked, access logs formatted and discarded). The four take turns in
-// slices of each run, so that a noisy neighbour slows them alike. It reports each one's throughput and p50/p99 latency, and the
-// latency each proxy adds to direct requests.
+// checked, access logs formatted and discarded, the Prometheus collector
+// and the pool's logger observing every request). The four take turns in
+// slices of each run, so that a noisy neighbour slows them alike. It
+// reports each one's throughput and p50/p99 latency, and the latency
+// each proxy adds to direct requests.
 //
 //	go test -run '^$' -bench Sidecar -benchtime 20000x ./cmd/keypool/
 func BenchmarkSidecar(b *testing.B) {
@@ -118,45 +120,11 @@ func BenchmarkSidecar(b *testing.B) {
 func benchSidecar(b *testing.B, conc int) {
 	stub := startStub(b)
 	stubURL, _ := url.Parse(stub.URL)
-
-	bareTransport := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256}
-	bare := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(stubURL) },
-		Transport: bareTransport,
-	})
-	b.Cleanup(bare.Close)
-	b.Cleanup(bareTransport.CloseIdleConnections)
-	// The same with the copy-buffer pool the keypool proxy uses: the
+	// The pooled one has the copy-buffer pool the keypool proxy uses: the
 	// like-for-like hop, since the default 32 KiB buffer per response is
 	// a large part of a bare proxy's cost.
-	pooledTransport := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256}
-	pooled := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(stubURL) },
-		Transport:  pooledTransport,
-		BufferPool: copyBuffers,
-	})
-	b.Cleanup(pooled.Close)
-	b.Cleanup(pooledTransport.CloseIdleConnections)
-
-	var keys []string
-	for i := range 4 {
-		keys = append(keys, fmt.Sprintf("sk-bench-%024d;max=256", i))
-	}
-	cfg, err := loadConfig(nil, envFunc(map[string]string{
-		"KEYPOOL_KEYS": strings.Join(keys, ","), "KEYPOOL_UPSTREAM": stub.URL, "KEYPOOL_TOKENS": token,
-	}), io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	list, _ := cfg.keys.load()
-	s, err := newServer(cfg, list, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	kp := httptest.NewServer(s.main.Handler)
-	b.Cleanup(kp.Close)
-	b.Cleanup(s.base.(*http.Transport).CloseIdleConnections)
-
+	bare, pooled := startBareProxy(b, stubURL, nil), startBareProxy(b, stubURL, copyBuffers)
+	kp := startBenchSidecar(b, stub.URL, 4)
 	targets := []*benchTarget{
 		{name: "direct", url: stub.URL, token: "unused", client: newClient(conc)},
 		{name: "reverseproxy", url: bare.URL, token: "unused", client: newClient(conc)},
@@ -187,6 +155,51 @@ func benchSidecar(b *testing.B, conc int) {
 	if b.N < slices {
 		return // the framework's first probe; too few requests to report
 	}
+	reportTargets(b, targets)
+}
+
+// startBareProxy serves an httputil.ReverseProxy to upstream with no
+// keypool, with buffers from pool when it is not nil.
+func startBareProxy(b *testing.B, upstream *url.URL, pool httputil.BufferPool) *httptest.Server {
+	t := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256}
+	srv := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(upstream) },
+		Transport:  t,
+		BufferPool: pool,
+	})
+	b.Cleanup(srv.Close)
+	b.Cleanup(t.CloseIdleConnections)
+	return srv
+}
+
+// startBenchSidecar serves the keypool proxy's handler, as newServer
+// builds it, with n keys in front of upstream.
+func startBenchSidecar(b *testing.B, upstream string, n int) *httptest.Server {
+	var keys []string
+	for i := range n {
+		keys = append(keys, fmt.Sprintf("sk-bench-%024d;max=256", i))
+	}
+	cfg, err := loadConfig(nil, envFunc(map[string]string{
+		"KEYPOOL_KEYS": strings.Join(keys, ","), "KEYPOOL_UPSTREAM": upstream, "KEYPOOL_TOKENS": token,
+	}), io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	list, _ := cfg.keys.load()
+	s, err := newServer(cfg, list, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	kp := httptest.NewServer(s.main.Handler)
+	b.Cleanup(kp.Close)
+	b.Cleanup(s.base.(*http.Transport).CloseIdleConnections)
+	return kp
+}
+
+// reportTargets reports each target's throughput and latency, the
+// latency each proxy adds to direct requests (targets[0]), and the
+// keypool proxy's (targets[3]) throughput against the others'.
+func reportTargets(b *testing.B, targets []*benchTarget) {
 	direct := targets[0]
 	for _, tg := range targets {
 		b.ReportMetric(tg.rate(), tg.name+"_req/s")
@@ -201,7 +214,7 @@ func benchSidecar(b *testing.B, conc int) {
 	b.ReportMetric(keyed.rate()/targets[1].rate(), "keypool/reverseproxy")
 	b.ReportMetric(keyed.rate()/targets[2].rate(), "keypool/pooledproxy")
 	b.ReportMetric(keyed.rate()/direct.rate(), "keypool/direct")
-	b.ReportMetric(0, "ns/op") // one op is a request on each of three paths: not a useful figure
+	b.ReportMetric(0, "ns/op") // one op is a request on each of four paths: not a useful figure
 }
 
 // stubTransport answers every request at once from memory.

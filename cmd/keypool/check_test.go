@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,17 +24,19 @@ func TestCheckAcceptsGoodConfig(t *testing.T) {
 	out, errOut, err := runCheck(map[string]string{
 		"KEYPOOL_KEYS_FILE": file, "KEYPOOL_UPSTREAM": "https://api.deepseek.com",
 		"KEYPOOL_ADDR": "0.0.0.0:8787", "KEYPOOL_TOKENS": token, "KEYPOOL_ADMIN_ADDR": "127.0.0.1:9090",
+		"KEYPOOL_REDIS_URL": "redis://:" + keyC + "@redis.internal:6380/2",
 	})
 	if err != nil {
 		t.Fatalf("check: %v\n%s", err, errOut)
 	}
 	for _, want := range []string{"configuration OK", "2 from KEYPOOL_KEYS_FILE", "sk-test-…0001, second",
-		"https://api.deepseek.com", "0.0.0.0:8787", "127.0.0.1:9090/metrics", "1 token"} {
+		"https://api.deepseek.com", "0.0.0.0:8787", "127.0.0.1:9090/metrics", "1 token",
+		"Redis at redis.internal:6380, database 2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
-	assertNoSecrets(t, "summary", out+errOut, keyA, keyB, token)
+	assertNoSecrets(t, "summary", out+errOut, keyA, keyB, keyC, token)
 }
 
 func TestCheckRefusesBadConfig(t *testing.T) {
@@ -70,8 +73,11 @@ func TestCheckRefusesBadConfig(t *testing.T) {
 		{"bad timeout", base(map[string]string{"KEYPOOL_SHUTDOWN_TIMEOUT": "soon"}), nil, "KEYPOOL_SHUTDOWN_TIMEOUT"},
 		{"bad body limit", base(map[string]string{"KEYPOOL_MAX_BODY_BYTES": "-1"}), nil, "KEYPOOL_MAX_BODY_BYTES"},
 		{"bad log format", base(map[string]string{"KEYPOOL_LOG_FORMAT": "xml"}), nil, "text or json"},
-		{"redis", base(map[string]string{"KEYPOOL_REDIS_URL": "redis://:" + keyB + "@localhost:6379/0"}), nil, "not supported yet"},
-		{"bad redis URL", base(map[string]string{"KEYPOOL_REDIS_URL": "http://" + keyB}), nil, "redis://"},
+		{"redis URL not redis", base(map[string]string{"KEYPOOL_REDIS_URL": "http://" + keyB}), nil, "invalid URL scheme: http"},
+		{"redis URL bad port", base(map[string]string{"KEYPOOL_REDIS_URL": "redis://:" + keyB + "@localhost:port/0"}), nil, "KEYPOOL_REDIS_URL is not a Redis URL"},
+		{"redis URL bad escape", base(map[string]string{"KEYPOOL_REDIS_URL": "redis://:" + keyB + "%zz@localhost:6379"}), nil, "does not parse"},
+		{"redis URL bad db", base(map[string]string{"KEYPOOL_REDIS_URL": "redis://:" + keyB + "@localhost:6379/x"}), nil, "invalid database number"},
+		{"redis URL flag", base(nil), []string{"-redis-url", "redis://u:" + keyB + "@[::1/0"}, "-redis-url is not a Redis URL"},
 		{"flag wins: bad", base(nil), []string{"-upstream", "gopher://x"}, "-upstream"},
 		{"stray argument", base(nil), []string{keyB}, "unexpected argument"},
 	}
@@ -176,5 +182,47 @@ func TestCheckExitCodes(t *testing.T) {
 	c := exec.Command(bin, "-no-such-flag")
 	if err := c.Run(); err == nil || c.ProcessState.ExitCode() != 2 {
 		t.Errorf("unknown flag: %v, want exit 2", err)
+	}
+}
+
+// TestKeysFromProcessEnvironment runs the command as main does, on the
+// process's environment: KEYPOOL_KEYS is read by keypool.KeysFromEnv,
+// and its errors name the variable but no secret. A key flag still wins.
+func TestKeysFromProcessEnvironment(t *testing.T) {
+	for _, s := range settings {
+		t.Setenv(s.env, "") // whatever the test's own environment holds
+	}
+	t.Setenv("KEYPOOL_KEYS", keyA+";max=5, "+keyB+";name=second")
+	t.Setenv("KEYPOOL_UPSTREAM", "https://api.deepseek.com")
+	cfg, err := loadConfig(nil, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.keys.env != "KEYPOOL_KEYS" {
+		t.Errorf("the key list is read from %q, want KEYPOOL_KEYS through keypool.KeysFromEnv", cfg.keys.env)
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"-check"}, nil, &out, &errOut, nil); err != nil {
+		t.Fatalf("check: %v\n%s", err, errOut.String())
+	}
+	if want := "2 from KEYPOOL_KEYS: sk-test-…0001, second"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
+	}
+
+	t.Setenv("KEYPOOL_KEYS", keyA+";weight="+keyB)
+	err = run(context.Background(), []string{"-check"}, nil, &out, &errOut, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "KEYPOOL_KEYS: ") || !strings.Contains(err.Error(), "not a number") {
+		t.Errorf("bad list in the environment: %v", err)
+	}
+	if err != nil {
+		assertNoSecrets(t, "error", err.Error()+out.String()+errOut.String(), keyA, keyB)
+	}
+
+	out.Reset()
+	if err := run(context.Background(), []string{"-check", "-keys", keyC}, nil, &out, &errOut, nil); err != nil {
+		t.Fatalf("-keys over a bad KEYPOOL_KEYS: %v", err)
+	}
+	if want := "1 from -keys: sk-test-…0003"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
 	}
 }

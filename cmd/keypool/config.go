@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Defaults, documented in the package comment.
@@ -40,8 +43,8 @@ type config struct {
 
 	shutdownTimeout time.Duration
 	maxBodyBytes    int64
-	redisURL        string // a secret: it may hold a password
-	logFormat       string // "text" or "json"
+	redis           *redis.Options // nil without KEYPOOL_REDIS_URL; may hold a password
+	logFormat       string         // "text" or "json"
 	check           bool
 
 	headerTimeout, bodyTimeout, idleTimeout time.Duration
@@ -64,7 +67,7 @@ var settings = []setting{
 	{"KEYPOOL_TOKENS", "tokens", "comma-separated tokens clients must send as Authorization: Bearer; required unless the address is loopback"},
 	{"KEYPOOL_SHUTDOWN_TIMEOUT", "shutdown-timeout", "how long SIGTERM waits for requests in flight, e.g. 30s (default 30s)"},
 	{"KEYPOOL_MAX_BODY_BYTES", "max-body-bytes", "largest request body accepted, in bytes (default 33554432, 32 MiB)"},
-	{"KEYPOOL_REDIS_URL", "redis-url", "Redis store shared by replicas (not supported yet)"},
+	{"KEYPOOL_REDIS_URL", "redis-url", "a Redis URL, redis://[:password@]host:port[/db]: replicas that share it share their limits"},
 	{"KEYPOOL_LOG_FORMAT", "log-format", "text or json (default text)"},
 }
 
@@ -73,9 +76,38 @@ var settings = []setting{
 type lookup func(env string) (value, from string)
 
 // loadConfig reads the configuration from args and the environment,
-// flags winning. It checks everything but the key list, which
-// checkKeys checks once loaded. Errors never quote a secret.
+// flags winning; a nil getenv reads the process's environment. It checks
+// everything but the key list, which checkKeys checks once loaded.
+// Errors never quote a secret.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	processEnv := getenv == nil
+	if processEnv {
+		getenv = os.Getenv
+	}
+	get, flagKeys, check, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{
+		check:         check,
+		headerTimeout: headerTimeout,
+		bodyTimeout:   bodyTimeout,
+		idleTimeout:   idleTimeout,
+	}
+	if cfg.keys, err = keySourceFrom(get, flagKeys, processEnv); err != nil {
+		return config{}, err
+	}
+	for _, read := range []func(*config, lookup) error{readAddrs, readTokens, readLimits, readStore, readLogFormat} {
+		if err := read(&cfg, get); err != nil {
+			return config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+// parseFlags parses args and returns the lookup of every setting, whether
+// a key flag was given, and -check.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (get lookup, flagKeys, check bool, err error) {
 	fs := flag.NewFlagSet("keypool", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -91,19 +123,19 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	for _, s := range settings {
 		values[s.flag] = fs.String(s.flag, "", s.usage)
 	}
-	check := fs.Bool("check", false, "validate the configuration, print a summary without secrets, and exit")
+	checkFlag := fs.Bool("check", false, "validate the configuration, print a summary without secrets, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return config{}, err
+			return nil, false, false, err
 		}
-		return config{}, fmt.Errorf("%w: %v", errUsage, err) // flag has printed it
+		return nil, false, false, fmt.Errorf("%w: %v", errUsage, err) // flag has printed it
 	}
 	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected argument %s; configuration comes from flags and KEYPOOL_* variables", shown(fs.Arg(0)))
+		return nil, false, false, fmt.Errorf("unexpected argument %s; configuration comes from flags and KEYPOOL_* variables", shown(fs.Arg(0)))
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var get lookup = func(env string) (string, string) {
+	get = func(env string) (string, string) {
 		for _, s := range settings {
 			if s.env == env && given[s.flag] {
 				return *values[s.flag], "-" + s.flag
@@ -111,63 +143,70 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 		return getenv(env), env
 	}
+	return get, given["keys"] || given["keys-file"], *checkFlag, nil
+}
 
-	cfg := config{
-		check:         *check,
-		headerTimeout: headerTimeout,
-		bodyTimeout:   bodyTimeout,
-		idleTimeout:   idleTimeout,
-	}
-	var err error
-	if cfg.keys, err = keySourceFrom(get, given["keys"] || given["keys-file"]); err != nil {
-		return config{}, err
-	}
+// readAddrs reads the listen addresses.
+func readAddrs(cfg *config, get lookup) (err error) {
 	if cfg.upstream, err = parseUpstream(get("KEYPOOL_UPSTREAM")); err != nil {
-		return config{}, err
+		return err
 	}
 	if cfg.addr, err = parseAddr(get("KEYPOOL_ADDR")); err != nil {
-		return config{}, err
+		return err
 	}
 	if cfg.addr == "" {
 		cfg.addr = defaultAddr
 	}
-	if cfg.adminAddr, err = parseAddr(get("KEYPOOL_ADMIN_ADDR")); err != nil {
-		return config{}, err
-	}
-	cfg.tokens, err = parseTokens(get("KEYPOOL_TOKENS"))
-	if err != nil {
-		return config{}, err
+	cfg.adminAddr, err = parseAddr(get("KEYPOOL_ADMIN_ADDR"))
+	return err
+}
+
+// readTokens reads the client tokens, which only a loopback address may
+// go without. It runs after readAddrs.
+func readTokens(cfg *config, get lookup) (err error) {
+	if cfg.tokens, err = parseTokens(get("KEYPOOL_TOKENS")); err != nil {
+		return err
 	}
 	if len(cfg.tokens) == 0 && !isLoopback(cfg.addr) {
-		return config{}, fmt.Errorf("KEYPOOL_TOKENS is empty and KEYPOOL_ADDR %s is not a loopback address: "+
+		return fmt.Errorf("KEYPOOL_TOKENS is empty and KEYPOOL_ADDR %s is not a loopback address: "+
 			"anyone who can reach it could spend your keys; set KEYPOOL_TOKENS, or listen on 127.0.0.1", cfg.addr)
 	}
+	return nil
+}
+
+// readLimits reads the shutdown timeout and the body limit.
+func readLimits(cfg *config, get lookup) (err error) {
 	if cfg.shutdownTimeout, err = parseDuration(get("KEYPOOL_SHUTDOWN_TIMEOUT")); err != nil {
-		return config{}, err
+		return err
 	}
 	if cfg.shutdownTimeout == 0 {
 		cfg.shutdownTimeout = defaultShutdownTimeout
 	}
 	if cfg.maxBodyBytes, err = parseSize(get("KEYPOOL_MAX_BODY_BYTES")); err != nil {
-		return config{}, err
+		return err
 	}
 	if cfg.maxBodyBytes == 0 {
 		cfg.maxBodyBytes = defaultMaxBodyBytes
 	}
-	redis, redisFrom := get("KEYPOOL_REDIS_URL")
-	if _, err := storeOptions(redis, redisFrom); err != nil {
-		return config{}, err
-	}
-	cfg.redisURL = redis
+	return nil
+}
+
+// readStore reads the Redis URL; newServer connects to it.
+func readStore(cfg *config, get lookup) (err error) {
+	cfg.redis, err = parseRedisURL(get("KEYPOOL_REDIS_URL"))
+	return err
+}
+
+func readLogFormat(cfg *config, get lookup) error {
 	switch format, from := get("KEYPOOL_LOG_FORMAT"); format {
 	case "", "text":
 		cfg.logFormat = "text"
 	case "json":
 		cfg.logFormat = "json"
 	default:
-		return config{}, fmt.Errorf("%s is %s; want text or json", from, shown(format))
+		return fmt.Errorf("%s is %s; want text or json", from, shown(format))
 	}
-	return cfg, nil
+	return nil
 }
 
 // parseUpstream accepts an absolute http or https base URL without

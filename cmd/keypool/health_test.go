@@ -38,8 +38,7 @@ func TestHealthz(t *testing.T) {
 		t.Fatalf("status %d: %s", status, body)
 	}
 	rep = healthReport{}
-	if status := getJSON(t, p.client, p.URL+"/healthz", &rep); status != 503 || rep.Status != "unavailable" || rep.Serving != 0 ||
-		!strings.Contains(rep.Reason, "all 2 keys are disabled") || !strings.Contains(rep.Reason, "tried again at") {
+	if status := getJSON(t, p.client, p.URL+"/healthz", &rep); !allDisabled(status, rep) {
 		t.Errorf("every key refused: %d %+v", status, rep)
 	}
 	// Requests now fail at once with 503 rather than wait.
@@ -53,6 +52,18 @@ func TestHealthz(t *testing.T) {
 	if status := getJSON(t, p.client, p.URL+"/healthz", &rep); status != 200 || rep.Serving != 1 {
 		t.Errorf("one key enabled: %d %+v", status, rep)
 	}
+}
+
+// allDisabled reports whether /healthz answered that both keys are
+// disabled, and when they are tried again.
+func allDisabled(status int, rep healthReport) bool {
+	return status == 503 && rep.Status == "unavailable" && rep.Serving == 0 &&
+		strings.Contains(rep.Reason, "all 2 keys are disabled") && strings.Contains(rep.Reason, "tried again at")
+}
+
+func TestHealthzRefusesPost(t *testing.T) {
+	sim := startSim(t, fakeupstream.Config{Keys: simKeys(keyA)})
+	p := startProxy(t, map[string]string{"KEYPOOL_KEYS": keyA, "KEYPOOL_UPSTREAM": sim.URL, "KEYPOOL_TOKENS": token})
 	resp, err := p.client.Post(p.URL+"/healthz", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -81,19 +92,34 @@ func TestMetrics(t *testing.T) {
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
 		t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
 	}
+	// The pool's series, from keypoolprom, with keys named by their
+	// masked secret or their name=.
 	for _, want := range []string{
-		"# TYPE keypool_key_requests_total counter",
-		`keypool_key_successes_total{key="sk-test-…0001"} 2`,
-		`keypool_key_successes_total{key="b\"\\x"} 2`,
+		"# TYPE keypool_upstream_requests_total counter",
+		`keypool_upstream_requests_total{key="sk-test-…0001",outcome="ok"} 2`,
+		`keypool_upstream_requests_total{key="b\"\\x",outcome="ok"} 2`,
+		`keypool_requests_total{code="200"} 4`,
+		"keypool_request_attempts_count 4",
 		`keypool_key_limit{key="sk-test-…0001"} 3`,
 		`keypool_key_in_flight{key="sk-test-…0001"} 0`,
 		`keypool_key_state{key="sk-test-…0001",state="ready"} 1`,
 		`keypool_key_state{key="sk-test-…0001",state="disabled"} 0`,
 		`keypool_key_tokens_total{key="sk-test-…0001"} `,
+		`keypool_key_priority{key="b\"\\x"} 0`,
+		`keypool_upstream_latency_seconds_count{key="sk-test-…0001"} 2`,
+		// The process's own, as the sidecar is a process of its own.
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s:\n%s", want, text)
 		}
+	}
+	if strings.Contains(text, "keypool_key_requests_total") {
+		t.Error("the stand-in's series are still served")
+	}
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control %q", resp.Header.Get("Cache-Control"))
 	}
 	assertNoSecrets(t, "metrics", text, keyA, keyB, token)
 }
@@ -109,7 +135,7 @@ func TestMetricsOnAdminAddress(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "keypool_key_requests_total") {
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "keypool_key_in_flight") {
 		t.Errorf("admin /metrics: %d %.200s", resp.StatusCode, b)
 	}
 	var rep healthReport

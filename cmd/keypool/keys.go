@@ -18,18 +18,20 @@ const maxKeyFileBytes = 4 << 20
 // keySource is where the key list comes from: a list given inline
 // (KEYPOOL_KEYS, -keys) or a file (KEYPOOL_KEYS_FILE, -keys-file). A
 // reload reads it again; only a file can change while the process runs.
-//
-// LATER: keypool.KeysFromEnv(name) is to replace the inline and file
-// reading here, once it exists; keep flags winning over it.
 type keySource struct {
 	from   string // the setting it came by, for messages
 	inline string // holds secrets
 	file   string
+	// env names the process's environment variable holding the list,
+	// read with keypool.KeysFromEnv; "" when the list came by a flag, a
+	// file, or an environment a test passed in.
+	env string
 }
 
 // keySourceFrom picks the key list's source. Either key flag given makes
-// both key variables be ignored, so that a flag always wins.
-func keySourceFrom(get lookup, flagGiven bool) (keySource, error) {
+// both key variables be ignored, so that a flag always wins. processEnv
+// says that get reads the process's environment.
+func keySourceFrom(get lookup, flagGiven, processEnv bool) (keySource, error) {
 	inline, inlineFrom := get("KEYPOOL_KEYS")
 	file, fileFrom := get("KEYPOOL_KEYS_FILE")
 	if flagGiven {
@@ -44,7 +46,11 @@ func keySourceFrom(get lookup, flagGiven bool) (keySource, error) {
 	case inline != "" && file != "":
 		return keySource{}, fmt.Errorf("both %s and %s are set; set one", inlineFrom, fileFrom)
 	case inline != "":
-		return keySource{from: inlineFrom, inline: inline}, nil
+		src := keySource{from: inlineFrom, inline: inline}
+		if processEnv && !strings.HasPrefix(inlineFrom, "-") {
+			src.env = inlineFrom
+		}
+		return src, nil
 	case file != "":
 		return keySource{from: fileFrom, file: file}, nil
 	}
@@ -54,29 +60,48 @@ func keySourceFrom(get lookup, flagGiven bool) (keySource, error) {
 // load reads and parses the key list. Its errors name keys by position
 // and masked secret only.
 func (s keySource) load() ([]keypool.Key, error) {
+	if s.env != "" {
+		keys, err := keypool.KeysFromEnv(s.env)
+		if err != nil {
+			// Its error names the variable, then the parser's; the
+			// parser's alone reads as this command's other errors do.
+			if inner := errors.Unwrap(err); inner != nil {
+				err = inner
+			}
+			return nil, &settingError{s.from, err}
+		}
+		return keys, nil
+	}
 	list := s.inline
 	if s.file != "" {
-		// Errors leave the path out (the operator knows it), in case a
-		// key was put where the path belongs.
-		f, err := os.Open(s.file)
-		if err != nil {
-			return nil, fmt.Errorf("%s: cannot open the file: %w", s.from, pathless(err))
+		var err error
+		if list, err = s.readFile(); err != nil {
+			return nil, err
 		}
-		b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: cannot read the file: %w", s.from, pathless(err))
-		}
-		if len(b) > maxKeyFileBytes {
-			return nil, fmt.Errorf("%s: the file is larger than %d bytes", s.from, maxKeyFileBytes)
-		}
-		list = string(b)
 	}
 	keys, err := keypool.ParseKeys(list)
 	if err != nil {
 		return nil, &settingError{s.from, err}
 	}
 	return keys, nil
+}
+
+// readFile reads the key file. Errors leave the path out (the operator
+// knows it), in case a key was put where the path belongs.
+func (s keySource) readFile() (string, error) {
+	f, err := os.Open(s.file)
+	if err != nil {
+		return "", fmt.Errorf("%s: cannot open the file: %w", s.from, pathless(err))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: cannot read the file: %w", s.from, pathless(err))
+	}
+	if len(b) > maxKeyFileBytes {
+		return "", fmt.Errorf("%s: the file is larger than %d bytes", s.from, maxKeyFileBytes)
+	}
+	return string(b), nil
 }
 
 // checkKeys checks a key list against the rest of the configuration, as

@@ -62,6 +62,23 @@ func closedWithin(t *testing.T, conn net.Conn, limit time.Duration) string {
 	return string(answer)
 }
 
+// idleIsClosed sends one request on c, then checks that the proxy closes
+// it when it stays idle.
+func idleIsClosed(t *testing.T, c net.Conn) {
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: %v, want it closed", err)
+	}
+}
+
 func TestSlowClientsAreCut(t *testing.T) {
 	sim := startSim(t, fakeupstream.Config{Keys: simKeys(keyA)})
 	p := startProxy(t, map[string]string{"KEYPOOL_KEYS": keyA, "KEYPOOL_UPSTREAM": sim.URL, "KEYPOOL_TOKENS": token}, shortTimeouts)
@@ -93,21 +110,7 @@ func TestSlowClientsAreCut(t *testing.T) {
 		io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"model\":")
 		closedWithin(t, c, 10*time.Second)
 	})
-	t.Run("idle connection", func(t *testing.T) {
-		c := dial()
-		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-		r := bufio.NewReader(c)
-		resp, err := http.ReadResponse(r, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := r.ReadByte(); err != io.EOF {
-			t.Errorf("idle connection: %v, want it closed", err)
-		}
-	})
+	t.Run("idle connection", func(t *testing.T) { idleIsClosed(t, dial()) })
 	t.Run("huge headers", func(t *testing.T) {
 		c := dial()
 		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 2*maxHeaderBytes))

@@ -55,3 +55,34 @@ func TestAccessLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyStateChangesAreLogged checks that the proxy's log says when a
+// key leaves rotation and why (keypool.WithLogger), naming it by its
+// masked secret.
+func TestKeyStateChangesAreLogged(t *testing.T) {
+	sim := startSim(t, fakeupstream.Config{Keys: map[string]fakeupstream.Key{keyA: {}, keyB: {Fault: fakeupstream.FaultRevoked}}})
+	p := startProxy(t, map[string]string{"KEYPOOL_KEYS": keyA + "," + keyB, "KEYPOOL_UPSTREAM": sim.URL, "KEYPOOL_TOKENS": token})
+	for range 2 { // one of them meets the revoked key first
+		if status, body := p.chat(t, chatBody); status != 200 {
+			t.Fatalf("%d %s", status, body)
+		}
+	}
+	var found bool
+	for _, line := range strings.Split(strings.TrimSpace(p.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		msg, _ := rec["msg"].(string)
+		if !strings.HasPrefix(msg, "keypool: key sk-test-…0002 disabled") {
+			continue
+		}
+		found = true
+		if rec["level"] != "WARN" || rec["key"] != "sk-test-…0002" || rec["state"] != "disabled" || !strings.Contains(msg, "401") {
+			t.Errorf("state change logged as %s", line)
+		}
+	}
+	if !found {
+		t.Errorf("no log line says the revoked key was disabled:\n%s", p.logs.String())
+	}
+}

@@ -23,7 +23,7 @@
 //	KEYPOOL_SHUTDOWN_TIMEOUT  how long SIGTERM waits for requests in flight; default 30s
 //	KEYPOOL_MAX_BODY_BYTES    the largest request body; default 32 MiB
 //	KEYPOOL_LOG_FORMAT        text (default) or json
-//	KEYPOOL_REDIS_URL         a store shared by replicas: not supported yet, refused
+//	KEYPOOL_REDIS_URL         redis://[:password@]host:port[/db]: replicas sharing it share limits
 //
 // -check validates the configuration, prints a summary without secrets
 // and exits; it exits 1 with a message naming the problem otherwise.
@@ -33,8 +33,9 @@
 // GET /healthz answers 200 while at least one key can serve (it is not
 // disabled or ejected) and 503 with a JSON reason otherwise; its body
 // counts the keys, those that can serve, and the requests in flight.
-// GET /metrics serves the pool's statistics in the Prometheus text
-// format. Neither needs a token; set KEYPOOL_ADMIN_ADDR to keep /metrics
+// GET /metrics serves the pool's metrics as package keypoolprom names
+// them (keypool_upstream_requests_total, keypool_key_state, ...), with
+// the Go runtime's and the process's, in the Prometheus format. Neither needs a token; set KEYPOOL_ADMIN_ADDR to keep /metrics
 // off the main address. Every other path is proxied to the upstream with
 // its query, after the client's token is checked.
 //
@@ -48,6 +49,21 @@
 // bodies are limited in size and in time (60 s), headers to 64 KiB and
 // 10 s; idle connections close after 90 s. Logs never hold a key, a
 // client token, a query string or a header.
+//
+// # Replicas
+//
+// With KEYPOOL_REDIS_URL, the pool keeps its accounts' state in Redis
+// (package redisstore): replicas of the proxy that share the Redis and
+// the keys keep each account's limits together. The URL is read by
+// redis.ParseURL; rediss:// is TLS. A Redis that is down or slow costs
+// the shared limits, not requests: each replica keeps to its own limits
+// until Redis answers again.
+//
+// # Logs
+//
+// Besides one line per request, the log says when a key changes state
+// (disabled, cooling down, ejected, back in rotation) and why, as
+// keypool.WithLogger writes it.
 //
 // # Signals
 //
@@ -75,7 +91,7 @@ import (
 func main() {
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
-	err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr, signals)
+	err := run(context.Background(), os.Args[1:], nil, os.Stdout, os.Stderr, signals)
 	switch {
 	case err == nil:
 	case errors.Is(err, errUsage):
@@ -88,7 +104,8 @@ func main() {
 
 // run is the whole command, with its inputs passed in so that tests run
 // it in-process: it serves until ctx ends or signals delivers SIGTERM or
-// SIGINT, and reloads the keys on each SIGHUP from signals.
+// SIGINT, and reloads the keys on each SIGHUP from signals. A nil getenv
+// reads the process's environment.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, signals <-chan os.Signal) error {
 	cfg, err := loadConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +131,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if err := s.listen(); err != nil {
+		s.closeStore()
 		return err
 	}
 	return s.serve(ctx, signals)
@@ -146,4 +164,10 @@ func printSummary(w io.Writer, cfg *config, names []string) {
 	}
 	fmt.Fprintf(w, "  body limit:   %d bytes\n", cfg.maxBodyBytes)
 	fmt.Fprintf(w, "  shutdown:     up to %v\n", cfg.shutdownTimeout)
+	if cfg.redis != nil {
+		// Addr and DB only: the options hold the password.
+		fmt.Fprintf(w, "  shared state: Redis at %s, database %d\n", cfg.redis.Addr, cfg.redis.DB)
+	} else {
+		fmt.Fprintf(w, "  shared state: none; limits are this process's own\n")
+	}
 }

@@ -66,35 +66,61 @@ func (p *reloadPlan) empty() bool {
 // planReload compares the pool's keys with the next list, which
 // checkKeys has accepted.
 func planReload(old []keyEntry, next []keypool.Key) (*reloadPlan, error) {
-	listed := make(map[string]keypool.Key, len(next))
+	p := &reloadPlan{next: make(map[string]keypool.Key, len(next))}
 	for _, k := range next {
-		listed[k.Secret] = k
+		p.next[k.Secret] = k
 	}
-	p := &reloadPlan{next: listed}
+	for _, e := range old {
+		p.compare(e)
+	}
+	p.planAccountLimits(old, next)
 	inPool := make(map[string]bool, len(old))
-	oldKeys := make([]keypool.Key, len(old))
-	for i, e := range old {
+	for _, e := range old {
 		inPool[e.key.Secret] = true
-		oldKeys[i] = e.key
-		k, ok := listed[e.key.Secret]
-		switch {
-		case !ok:
-			p.gone = append(p.gone, e.name)
-		case !changesInPlace(e.key, k):
-			p.replaced = append(p.replaced, e.name)
-			p.readd = append(p.readd, k)
-		default:
-			p.kept++
-			if w := weightOf(k); w != weightOf(e.key) {
-				p.weights = append(p.weights, weightChange{e.name, w})
-			}
-			if k.Account == "" && limitsOf(k) != limitsOf(e.key) {
-				p.limits = append(p.limits, limitChange{e.name, limitsOf(k)})
-			}
+	}
+	for _, k := range next {
+		if !inPool[k.Secret] {
+			p.add = append(p.add, k)
 		}
 	}
-	// An account's limits change through any of its keys in the pool,
-	// before new keys join it, so that they agree with it.
+	if p.kept+len(p.add) == 0 && len(p.readd) > 0 {
+		return nil, errWouldEmpty
+	}
+	return p, nil
+}
+
+var errWouldEmpty = errors.New("every key would leave the pool before its replacement joins it " +
+	"(a change of name, account, base or models removes the key and adds it again, and a pool cannot be empty); " +
+	"add another key first, or restart")
+
+// compare plans what becomes of e, a key in the pool: it goes, it is
+// replaced, or it stays with its weight and own limits changed in place.
+func (p *reloadPlan) compare(e keyEntry) {
+	k, ok := p.next[e.key.Secret]
+	switch {
+	case !ok:
+		p.gone = append(p.gone, e.name)
+	case !changesInPlace(e.key, k):
+		p.replaced = append(p.replaced, e.name)
+		p.readd = append(p.readd, k)
+	default:
+		p.kept++
+		if w := weightOf(k); w != weightOf(e.key) {
+			p.weights = append(p.weights, weightChange{e.name, w})
+		}
+		if k.Account == "" && limitsOf(k) != limitsOf(e.key) {
+			p.limits = append(p.limits, limitChange{e.name, limitsOf(k)})
+		}
+	}
+}
+
+// planAccountLimits changes an account's limits through any of its keys
+// in the pool, before new keys join it, so that they agree with it.
+func (p *reloadPlan) planAccountLimits(old []keyEntry, next []keypool.Key) {
+	oldKeys := make([]keypool.Key, len(old))
+	for i, e := range old {
+		oldKeys[i] = e.key
+	}
 	oldAccounts, nextAccounts := accountLimits(oldKeys), accountLimits(next)
 	for _, e := range old {
 		a := e.key.Account
@@ -103,17 +129,6 @@ func planReload(old []keyEntry, next []keypool.Key) (*reloadPlan, error) {
 			oldAccounts[a] = to // once per account
 		}
 	}
-	for _, k := range next {
-		if !inPool[k.Secret] {
-			p.add = append(p.add, k)
-		}
-	}
-	if p.kept+len(p.add) == 0 && len(p.readd) > 0 {
-		return nil, errors.New("every key would leave the pool before its replacement joins it " +
-			"(a change of name, account, base or models removes the key and adds it again, and a pool cannot be empty); " +
-			"add another key first, or restart")
-	}
-	return p, nil
 }
 
 // changesInPlace reports whether key a can become b through SetWeight and

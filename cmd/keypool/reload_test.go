@@ -23,52 +23,72 @@ func names(p *testProxy) []string {
 	return out
 }
 
+// chatLoad keeps callers sending chat requests to a proxy, every fourth
+// streamed, until it is ended; any answer but a good 200 fails the test.
+type chatLoad struct {
+	ok, failed atomic.Int64
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startChatLoad(t *testing.T, p *testProxy, callers int) *chatLoad {
+	l := &chatLoad{stop: make(chan struct{})}
+	for range callers {
+		l.wg.Add(1)
+		go l.call(t, p)
+	}
+	return l
+}
+
+func (l *chatLoad) call(t *testing.T, p *testProxy) {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		body := chatBody
+		if l.ok.Load()%4 == 0 {
+			body = streamBody
+		}
+		status, answer := p.chat(t, body)
+		if status == 200 && (strings.Contains(answer, "Hello from the simulator") || strings.Contains(answer, "[DONE]")) {
+			l.ok.Add(1)
+		} else {
+			l.failed.Add(1)
+			t.Errorf("status %d: %.300s", status, answer)
+		}
+	}
+}
+
+// served waits for n more requests to be served.
+func (l *chatLoad) served(t *testing.T, n int64) {
+	t.Helper()
+	target := l.ok.Load() + n
+	waitFor(t, 20*time.Second, "requests to be served", func() bool { return l.ok.Load() >= target })
+}
+
+func (l *chatLoad) end() {
+	close(l.stop)
+	l.wg.Wait()
+}
+
 func TestReloadUnderLoad(t *testing.T) {
 	sim := startSim(t, fakeupstream.Config{Keys: simKeys(keyA, keyB, keyC, keyD), Latency: 2 * time.Millisecond})
 	file := filepath.Join(t.TempDir(), "keys")
 	writeFile(t, file, keyA+"\n"+keyB+"\n")
 	p := startProxy(t, map[string]string{"KEYPOOL_KEYS_FILE": file, "KEYPOOL_UPSTREAM": sim.URL, "KEYPOOL_TOKENS": token})
 
-	var ok, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				body := chatBody
-				if ok.Load()%4 == 0 {
-					body = streamBody
-				}
-				status, answer := p.chat(t, body)
-				if status == 200 && (strings.Contains(answer, "Hello from the simulator") || strings.Contains(answer, "[DONE]")) {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-					t.Errorf("status %d: %.300s", status, answer)
-				}
-			}
-		}()
-	}
-	served := func(n int64) {
-		t.Helper()
-		target := ok.Load() + n
-		waitFor(t, 20*time.Second, "requests to be served", func() bool { return ok.Load() >= target })
-	}
+	load := startChatLoad(t, p, 8)
 	reloadTo := func(list string, want ...string) {
 		t.Helper()
 		writeFile(t, file, list)
 		p.signals <- syscall.SIGHUP
 		waitFor(t, 10*time.Second, "the reload", func() bool { return slices.Equal(names(p), want) })
-		served(50)
+		load.served(t, 50)
 	}
-	served(50)
+	load.served(t, 50)
 	reloadTo(keyB+"\n"+keyC+";weight=2\n", "sk-test-…0002", "sk-test-…0003")
 	aAfter := sim.Counters(keyA).Requests
 	reloadTo(keyC+";max=2\n"+keyD+";name=dee\n", "sk-test-…0003", "dee")
@@ -79,12 +99,11 @@ func TestReloadUnderLoad(t *testing.T) {
 	writeFile(t, file, keyA+";sk-oops\n")
 	p.signals <- syscall.SIGHUP
 	waitFor(t, 10*time.Second, "the refusal to be logged", func() bool { return strings.Contains(p.logs.String(), "reload refused") })
-	served(50)
-	close(stop)
-	wg.Wait()
+	load.served(t, 50)
+	load.end()
 
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed during reloads", failed.Load(), ok.Load()+failed.Load())
+	if load.failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed during reloads", load.failed.Load(), load.ok.Load()+load.failed.Load())
 	}
 	if got := names(p); !slices.Equal(got, []string{"dee", "sk-test-…0003"}) {
 		t.Errorf("keys after the refused reload: %v", got)
@@ -92,6 +111,12 @@ func TestReloadUnderLoad(t *testing.T) {
 	if sim.Counters(keyA).Requests != aAfter || sim.Counters(keyB).Requests != bAfter {
 		t.Errorf("removed keys still used: A %d→%d, B %d→%d", aAfter, sim.Counters(keyA).Requests, bAfter, sim.Counters(keyB).Requests)
 	}
+	checkReloadedKeys(t, p, sim)
+}
+
+// checkReloadedKeys checks that the keys TestReloadUnderLoad added
+// served, and that C keeps the limit its last reload gave it.
+func checkReloadedKeys(t *testing.T, p *testProxy, sim *fakeupstream.Server) {
 	if sim.Counters(keyC).OK == 0 || sim.Counters(keyD).OK == 0 {
 		t.Errorf("added keys unused: C %d, D %d answers", sim.Counters(keyC).OK, sim.Counters(keyD).OK)
 	}
@@ -212,29 +237,35 @@ func TestPlanReload(t *testing.T) {
 			if err != nil {
 				return
 			}
-			// The plan carried out gives a pool with the next keys.
-			pool, _ := keypool.New(c.old)
-			entries, err := plan.apply(pool, entriesOf(c.old...))
-			if err != nil {
-				t.Fatalf("apply: %v", err)
-			}
-			var secrets []string
-			for i, st := range pool.Stats() {
-				if entries[i].name != st.Name {
-					t.Errorf("entry %d is %s, the pool's key %s", i, entries[i].name, st.Name)
-				}
-				secrets = append(secrets, entries[i].key.Secret)
-			}
-			var want []string
-			for _, k := range c.next {
-				want = append(want, k.Secret)
-			}
-			slices.Sort(secrets)
-			slices.Sort(want)
-			if !slices.Equal(secrets, want) {
-				t.Errorf("pool holds %d keys, want %d", len(secrets), len(want))
-			}
+			checkApply(t, plan, c.old, c.next)
 		})
+	}
+}
+
+// checkApply checks that plan, carried out on a pool of the old keys,
+// gives a pool with the next keys, under the names its entries say.
+func checkApply(t *testing.T, plan *reloadPlan, old, next []keypool.Key) {
+	t.Helper()
+	pool, _ := keypool.New(old)
+	entries, err := plan.apply(pool, entriesOf(old...))
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	var secrets []string
+	for i, st := range pool.Stats() {
+		if entries[i].name != st.Name {
+			t.Errorf("entry %d is %s, the pool's key %s", i, entries[i].name, st.Name)
+		}
+		secrets = append(secrets, entries[i].key.Secret)
+	}
+	var want []string
+	for _, k := range next {
+		want = append(want, k.Secret)
+	}
+	slices.Sort(secrets)
+	slices.Sort(want)
+	if !slices.Equal(secrets, want) {
+		t.Errorf("pool holds %d keys, want %d", len(secrets), len(want))
 	}
 }
 

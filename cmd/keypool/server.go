@@ -13,17 +13,23 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keypool/keypool"
 )
 
 // server is the proxy: the pool, its listeners and their HTTP servers.
 type server struct {
-	cfg    config
-	log    *slog.Logger
-	pool   *keypool.Pool
-	base   http.RoundTripper // the upstream connections keypool sends on
-	keys   *liveKeys
-	tokens *tokenSet
+	cfg     config
+	log     *slog.Logger
+	pool    *keypool.Pool
+	base    http.RoundTripper // the upstream connections keypool sends on
+	keys    *liveKeys
+	tokens  *tokenSet
+	metrics *prometheus.Registry // what /metrics serves
+	// closeStore closes the Redis store and its client, if any, once the
+	// servers have stopped.
+	closeStore func()
 
 	main, admin     *http.Server // admin is nil without KEYPOOL_ADMIN_ADDR
 	mainLn, adminLn net.Listener
@@ -35,12 +41,13 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 	if _, err := checkKeys(&cfg, cfg.keys.from, keys); err != nil {
 		return nil, err
 	}
-	opts, err := storeOptions(cfg.redisURL, "KEYPOOL_REDIS_URL")
-	if err != nil {
-		return nil, err
-	}
+	opts, closeStore := openStore(cfg.redis)
+	// The pool logs its keys' state changes (disabled, cooling, ejected,
+	// back) with their causes: a proxy's operator has no other view of them.
+	opts = append(opts, keypool.WithLogger(log))
 	pool, err := keypool.New(keys, opts...)
 	if err != nil {
+		closeStore()
 		return nil, &settingError{cfg.keys.from, err}
 	}
 	var names []string // as the pool calls the keys, for reloads
@@ -48,12 +55,14 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 		names = append(names, st.Name)
 	}
 	s := &server{
-		cfg:    cfg,
-		log:    log,
-		pool:   pool,
-		base:   cfg.upstreamTransport,
-		keys:   newLiveKeys(keys, names),
-		tokens: newTokenSet(cfg.tokens),
+		cfg:        cfg,
+		log:        log,
+		pool:       pool,
+		base:       cfg.upstreamTransport,
+		keys:       newLiveKeys(keys, names),
+		tokens:     newTokenSet(cfg.tokens),
+		metrics:    newMetrics(pool),
+		closeStore: closeStore,
 	}
 	if s.base == nil {
 		s.base = newUpstreamTransport()
@@ -61,14 +70,15 @@ func newServer(cfg config, keys []keypool.Key, log *slog.Logger) (*server, error
 	rt := keypool.NewTransport(pool, keypool.WithBase(s.base), keypool.WithMaxBodyBytes(cfg.maxBodyBytes))
 	proxy := proxyHandler(newProxy(cfg.upstream, rt, log, cfg.maxBodyBytes), cfg.maxBodyBytes)
 
+	metrics := metricsHandler(s.metrics, log)
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", healthHandler(pool))
 	mux.Handle("/", s.tokens.requireToken(proxy))
 	if cfg.adminAddr == "" {
-		mux.Handle("/metrics", metricsHandler(pool))
+		mux.Handle("/metrics", metrics)
 	} else {
 		admin := http.NewServeMux()
-		admin.Handle("/metrics", metricsHandler(pool))
+		admin.Handle("/metrics", metrics)
 		admin.Handle("/healthz", healthHandler(pool))
 		s.admin = s.httpServer(admin)
 	}
@@ -234,6 +244,7 @@ func (s *server) shutdown(signals <-chan os.Signal) {
 	if c, ok := s.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+	s.closeStore()
 	s.log.Info("stopped")
 }
 

@@ -28,25 +28,26 @@ func refuse(w http.ResponseWriter, c *call, d decision) bool {
 }
 
 // answer writes an admitted request's answer, after its latency, and
-// counts it when it was sent whole.
+// counts it once it is complete: before its last bytes go out, so that a
+// client that has read the whole answer finds it counted.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, c *call, d decision, release func()) {
 	copyHeader(w.Header(), d.header)
 	if d.key.Fault == FaultSlowHeaders && !sleepCtx(r, 300*time.Millisecond) {
 		return
 	}
-	var sent bool
+	complete := func() {
+		release()
+		s.countOK(c)
+	}
 	switch {
 	case c.stream:
-		sent = s.stream(w, r, d.key, c, release)
+		s.stream(w, r, d.key, c, complete)
 	case d.key.EmptyAnswers:
 		sleepCtx(r, d.latency)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, "\n\n   \n")
 	default:
-		sent = writeCompletion(w, r, c, d.latency, release)
-	}
-	if sent {
-		s.countOK(c)
+		writeCompletion(w, r, c, d.latency, complete)
 	}
 }
 
@@ -60,17 +61,16 @@ func (s *Server) countOK(c *call) {
 	cnt.CompletionTokens += c.completion
 }
 
-// writeCompletion writes a whole answer after the latency and reports
-// whether it did.
-func writeCompletion(w http.ResponseWriter, r *http.Request, c *call, latency time.Duration, release func()) bool {
+// writeCompletion writes a whole answer after the latency, calling
+// complete before it writes.
+func writeCompletion(w http.ResponseWriter, r *http.Request, c *call, latency time.Duration, complete func()) {
 	if !sleepCtx(r, latency) {
-		return false
+		return
 	}
 	// The answer is complete: the provider frees the slot before the
 	// last bytes reach the client.
-	release()
+	complete()
 	c.proto.writeAnswer(w, c)
-	return true
 }
 
 // answerText is the text of every non-streamed answer.

@@ -58,34 +58,33 @@ func (e *sse) event(name string, v any) {
 
 // stream answers as SSE, in the call's protocol: keep-alive comments
 // while "queued", then the protocol's head events, the content chunks
-// and its tail events. It calls release when the answer is complete and
-// reports whether the stream was sent whole.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, key Key, c *call, release func()) bool {
+// and its tail events. It calls complete when the answer is complete,
+// before the tail.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, key Key, c *call, complete func()) {
 	s.mu.Lock()
 	keepAlives, every := s.cfg.StreamKeepAlives, s.cfg.KeepAliveEvery
 	chunks, chunkEvery := max(1, s.cfg.StreamChunks), s.cfg.ChunkEvery
 	s.mu.Unlock()
 	e := startSSE(w, r)
 	if !e.queue(keepAlives, every, key.QueueFor) {
-		return false
+		return
 	}
 	c.proto.streamHead(e, c)
 	e.flush()
 	for i := range chunks {
 		if !sleepCtx(r, chunkEvery) {
-			return false
+			return
 		}
 		if key.BreakAfterFrames > 0 && i == key.BreakAfterFrames {
 			resetConnection(w)
-			return false
+			return
 		}
 		c.proto.streamChunk(e, c, i)
 		e.flush()
 	}
-	release()
+	complete()
 	c.proto.streamTail(e, c)
 	e.flush()
-	return true
 }
 
 // queue sends the keep-alive comments a stream starts with: n of them,
