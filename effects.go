@@ -81,7 +81,7 @@ func (p *Pool) share(a *account) {
 // shareBlock tells a store of a block, for every replica.
 func (p *Pool) shareBlock(k *keyState, what StoreRefusal, until int64) {
 	if p.shared != nil {
-		p.shared.block(StoreBlock{Account: k.account.id, Key: k.name, What: what, Until: time.Unix(0, until)})
+		p.shared.block(StoreBlock{Account: k.account.id, Key: k.id, What: what, Until: time.Unix(0, until)})
 	}
 }
 
@@ -202,7 +202,7 @@ func (p *Pool) Enable(name string) error {
 	k.proven.Store(false) // probed again, one request at a time
 	k.account.standing.enable()
 	if p.shared != nil {
-		p.shared.block(StoreBlock{Account: k.account.id, Key: k.name}) // clears
+		p.shared.block(StoreBlock{Account: k.account.id, Key: k.id}) // clears
 	}
 	p.wake()
 	p.changed(k, StateEvent{State: StateProbing, Cause: "Pool.Enable"})

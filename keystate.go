@@ -14,6 +14,9 @@ type keyState struct {
 	// Pool.reconfig.
 	cfg  Key
 	name string // cfg.Name, never changes
+	// id names the key to a Store: the same in every replica that holds
+	// its secret, whatever the key's place in the list (see secretID).
+	id string
 	// The values of the auth headers, built once; their capacity is
 	// their length, so an append by anyone copies rather than writes here.
 	bearerHeader []string
@@ -57,6 +60,7 @@ func newKeyState(k Key, acct *account, lim Limits) *keyState {
 	ks := &keyState{
 		cfg:          k,
 		name:         k.Name,
+		id:           secretID(k.Secret),
 		bearerHeader: []string{"Bearer " + k.Secret}[:1:1],
 		secretHeader: []string{k.Secret}[:1:1],
 		nameHeader:   []string{k.Name}[:1:1],

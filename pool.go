@@ -139,7 +139,7 @@ func (p *Pool) buildKeys(keys []Key, limits map[string]Limits, existing []*keySt
 		lim := k.limits()
 		var acct *account
 		if k.Account == "" {
-			acct = newAccount("k:"+k.Name, lim, p.cfg.adaptive, now)
+			acct = newAccount("k:"+secretID(k.Secret), lim, p.cfg.adaptive, now)
 		} else {
 			lim = limits[k.Account]
 			if acct = accounts[k.Account]; acct == nil {

@@ -130,7 +130,7 @@ func (sh *shared) call(ctx context.Context, f func(ctx context.Context) error) b
 func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 	k, a := l.key, l.key.account
 	t := StoreTake{
-		Account: a.id, Key: k.name, Lease: sh.process + "-" + strconv.FormatUint(sh.leaseSeq.Add(1), 36),
+		Account: a.id, Key: k.id, Lease: sh.process + "-" + strconv.FormatUint(sh.leaseSeq.Add(1), 36),
 		Limit: int(a.slots.limit()), RPM: k.cfg.RPM, TPM: k.cfg.TPM, Tokens: l.tokens,
 	}
 	var got StoreTaken

@@ -2,6 +2,8 @@ package keypool
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"time"
 )
@@ -21,8 +23,9 @@ import (
 // while it is read for long. What one replica learns of an account or a
 // key (Block, SetLimit) holds for all of them at once.
 //
-// Accounts are named by IDs derived from Key.Account or Key.Name, never
-// from a secret. Every method is called with a context that bounds it to
+// Accounts are named by IDs derived from Key.Account, or for a key of
+// its own from a hash of its secret (see secretID), never by the secret
+// itself: a key's default name depends on the keys listed before it. Every method is called with a context that bounds it to
 // a short time, and never while the pool holds a lock. If the store also
 // has a method Ready(context.Context) error, New calls it and fails when
 // it does (redisstore does with WithPing); otherwise a store that cannot
@@ -52,7 +55,7 @@ type Store interface {
 // StoreTake is what a Take asks for.
 type StoreTake struct {
 	Account string // the account's ID
-	Key     string // the name of the key the request goes with
+	Key     string // the ID of the key the request goes with
 	// Lease is an ID for the slot, unique to this request's attempt: the
 	// replica's own ID, a dash, and a number.
 	Lease string
@@ -104,7 +107,7 @@ const (
 // StoreBlock is a block a Block records.
 type StoreBlock struct {
 	Account string
-	Key     string // for KeyDisabled, and for clearing
+	Key     string // the key's ID, for KeyDisabled, and for clearing
 	What    StoreRefusal
 	Until   time.Time // zero: clear every block of the account and key
 }
@@ -123,4 +126,13 @@ func WithStore(s Store) Option {
 		c.store = s
 		return nil
 	}
+}
+
+// secretID names a key to a Store, the same in every replica: "s:" and
+// the first 64 bits of the secret's SHA-256, in hex. It is not the key's
+// name, which for an unnamed key depends on the keys listed before it
+// (sk-…cdef(2)), and it tells nothing of a secret of any real length.
+func secretID(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return "s:" + hex.EncodeToString(sum[:8])
 }

@@ -138,7 +138,7 @@ func TestPoolsShareAStore(t *testing.T) {
 		if got := sim.Total().RateLimited; got != 0 {
 			t.Errorf("two pools told a cap of %d each sent %d requests over it", cap, got)
 		}
-		if n := store.held("k:sk-…cdef"); n != 0 {
+		if n := store.held("k:" + secretID("sk-shared-0123456789abcdef")); n != 0 {
 			t.Errorf("%d slots still held in the store after every request", n)
 		}
 	})
@@ -193,4 +193,47 @@ func TestStoreFailureFallsBackToLocalLimits(t *testing.T) {
 			t.Errorf("after the store came back: %d failures, StoreErr %v, Shared %v", failed, p.StoreErr(), p.Stats()[0].Shared)
 		}
 	})
+}
+
+// Replicas given the same keys in another order share each key's slots
+// and blocks, even when the keys' default names collide (two secrets
+// ending alike are both named sk-…cdef, numbered in list order): what a
+// store is told identifies a key by its secret, not by its place.
+func TestStoreIdentifiesKeysWhateverTheirOrder(t *testing.T) {
+	const x, y = "sk-first-0123456789abcdef", "sk-second-9876543210abcdef"
+	store := newMemStore()
+	a := newRealClockPool(t, []Key{{Secret: x, MaxConcurrent: 1}, {Secret: y, MaxConcurrent: 1}}, WithStore(store))
+	b := newRealClockPool(t, []Key{{Secret: y, MaxConcurrent: 1}, {Secret: x, MaxConcurrent: 1}}, WithStore(store))
+	// take is a slot as a request gets it: from the pool, confirmed by
+	// the store.
+	take := func(p *Pool) *lease {
+		t.Helper()
+		for {
+			l, err := acquireFor(p, context.Background(), &acquireRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.shared.confirm(context.Background(), l) {
+				return l
+			}
+			l.release()
+		}
+	}
+	// Pool a holds x's one slot; pool b's x must be busy, its y free.
+	var held *lease
+	for held == nil {
+		if l := take(a); l.key.cfg.Secret == x {
+			held = l
+		} else {
+			l.release()
+		}
+	}
+	defer held.release()
+	for range 4 {
+		l := take(b)
+		if l.key.cfg.Secret == x {
+			t.Fatal("pool b got x's slot while pool a holds it: the store saw two different keys")
+		}
+		l.release()
+	}
 }
