@@ -383,3 +383,40 @@ func TestEnableProbes(t *testing.T) {
 		t.Error("a probing key took a second request")
 	}
 }
+
+// With learned limits, a bare 429 that concurrency does not explain (the
+// account served as many at once lately) neither lowers the limit nor
+// stops the account; pauseAfter of them in a row pause it for an eighth
+// of the cooldown, and each one more doubles the pause.
+func TestUnexplainedBare429sPauseOnlyAfterARun(t *testing.T) {
+	p, c := newFakeClockPool(t, []Key{{Secret: "sk-only-0123456789", MaxConcurrent: 8}}, WithCooldown(8*time.Second))
+	proveAll(p)
+	one := func(status int) {
+		t.Helper()
+		l := mustAcquire(t, p, &acquireRequest{})
+		o := Outcome{Effect: EffectOK}
+		if status == 429 {
+			o = Outcome{Effect: EffectRateLimited, Retry: RetryNow}
+		}
+		p.report(l, o, answer(status))
+		l.release()
+	}
+	for range 4 { // one at a time: the account serves 1 in flight
+		one(200)
+	}
+	limit := p.Stats()[0].Limit
+	for i := 1; i < pauseAfter; i++ {
+		one(429)
+		if st := p.Stats()[0]; st.State == StateCooling || st.Limit != limit {
+			t.Fatalf("after %d unexplained 429s: %v, limit %d (was %d); want neither a pause nor a lower limit", i, st.State, st.Limit, limit)
+		}
+	}
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		one(429)
+		st := p.Stats()[0]
+		if st.State != StateCooling || st.CooldownUntil.Sub(c.Now()) != want {
+			t.Fatalf("429 #%d in a row: %v until %v from now; want cooling for %v", pauseAfter+i, st.State, st.CooldownUntil.Sub(c.Now()), want)
+		}
+		c.Advance(want)
+	}
+}
