@@ -221,3 +221,47 @@ func TestAddObserver(t *testing.T) {
 		t.Errorf("events after AddObserver: %+v", s)
 	}
 }
+
+// The events' durations, in virtual time: two requests for a key that
+// takes one at a time and answers in 100 ms. The second waits for the
+// first; each attempt takes 100 ms; the requests take 100 and 200 ms.
+func TestObserverTimings(t *testing.T) { inVirtualTime(t, testObserverTimings) }
+
+func testObserverTimings(t *testing.T) {
+	const latency = 100 * time.Millisecond
+	var ev events
+	p := newRealClockPool(t, []Key{{Secret: "sk-only-0123456789", MaxConcurrent: 1}}, WithObserver(ev.observer()))
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		time.Sleep(latency)
+		resp := jsonAnswer(200, `{}`)
+		resp.Request = r
+		return resp, nil
+	})
+	tr := NewTransport(p, WithBase(base))
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _, err := postTo(t, tr, "application/json", chatBody)
+			if err != nil || code != 200 {
+				t.Errorf("got %d %v", code, err)
+			}
+		}()
+	}
+	wg.Wait()
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if len(ev.attempts) != 2 || len(ev.requests) != 2 {
+		t.Fatalf("%d attempts, %d requests", len(ev.attempts), len(ev.requests))
+	}
+	for i, want := range []time.Duration{0, latency} {
+		a, r := ev.attempts[i], ev.requests[i]
+		if a.Waited != want || a.Took != latency {
+			t.Errorf("attempt %d: waited %v, took %v; want %v and %v", i, a.Waited, a.Took, want, latency)
+		}
+		if r.Waited != want || r.Took != want+latency {
+			t.Errorf("request %d: waited %v, took %v; want %v and %v", i, r.Waited, r.Took, want, want+latency)
+		}
+	}
+}
