@@ -112,17 +112,47 @@ keypool_key_priority{key="` + revoked + `"} 2
 		"keypool_key_state", "keypool_key_in_flight", "keypool_key_priority"); err != nil {
 		t.Error(err)
 	}
-	// The time histograms: one series per key that was sent a request.
+	// The time histograms: one series per key that was sent a request,
+	// with a sample per attempt; the learned limits are Stats'.
 	if n := testutil.CollectAndCount(c, "keypool_wait_seconds", "keypool_upstream_latency_seconds"); n != 4 {
 		t.Errorf("%d wait and latency series, want 4", n)
 	}
-	// It registers, and no secret is in what it exports.
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	attempts := map[string]uint64{"good": 3, revoked: 1}
+	limits := map[string]float64{}
+	for _, st := range p.Stats() {
+		limits[st.Name] = float64(st.Limit)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "key" {
+					key = l.GetValue()
+				}
+			}
+			switch f.GetName() {
+			case "keypool_wait_seconds", "keypool_upstream_latency_seconds":
+				if got := m.GetHistogram().GetSampleCount(); got != attempts[key] {
+					t.Errorf("%s{key=%q}: %d samples, want %d (its attempts)", f.GetName(), key, got, attempts[key])
+				}
+			case "keypool_key_limit":
+				if got := m.GetGauge().GetValue(); got != limits[key] {
+					t.Errorf("keypool_key_limit{key=%q} = %v, Stats says %v", key, got, limits[key])
+				}
+				delete(limits, key)
+			}
+		}
+	}
+	if len(limits) != 0 {
+		t.Errorf("no keypool_key_limit for %v", limits)
+	}
+	// No secret is in what it exports.
 	for _, f := range families {
 		if s := f.String(); strings.Contains(s, revokedSecret[8:]) || strings.Contains(s, goodSecret[8:]) {
 			t.Fatalf("%s exports a secret", f.GetName())
