@@ -154,3 +154,56 @@ func TestKeptAnswerCannotBeReadAfterClose(t *testing.T) {
 		t.Errorf("Read after Close = %d, %v; want 0 and an error", n, err)
 	}
 }
+
+// countingBody is an upstream body that counts what is read of it and
+// notes that it was closed.
+type countingBody struct {
+	r      io.Reader
+	n      atomic.Int64
+	closed atomic.Bool
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *countingBody) Close() error { b.closed.Store(true); return nil }
+
+// A 2xx answer that a classifier retried, kept to hand back when no
+// later attempt answers, keeps only the start of its body, bounded as a
+// kept error body is (errorPeekBytes), bytes read ahead included: the
+// look-ahead past 16 KiB of leading white space is not kept whole, and
+// the rest of a long answer is neither buffered nor read to its end.
+func TestKeptSuccessfulAnswerIsBoundedLikeErrors(t *testing.T) {
+	sent := strings.Repeat("\n", 20<<10) + `{"id":"x","content":"` + strings.Repeat("x", 1<<20) + `"}`
+	body := &countingBody{r: strings.NewReader(sent)}
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp := jsonAnswer(200, "")
+		resp.Body, resp.ContentLength, resp.Request = body, int64(len(sent)), req
+		return resp, nil
+	})
+	tr, p, _ := newFakeClockTransport(t, keysOf("sk-a"), base, []Option{WithMaxWait(time.Second)},
+		WithClassifier(func(resp *http.Response, err error, def Outcome) Outcome {
+			if resp != nil && resp.StatusCode == 200 { // not this key's answer: retry, after a cooldown longer than the wait
+				return Outcome{Effect: EffectRateLimited, Retry: RetryNow, Wait: time.Hour}
+			}
+			return def
+		}))
+	proveAll(p)
+	status, got, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != 200 || len(got) != errorPeekBytes || got != sent[:errorPeekBytes] {
+		t.Errorf("kept answer: %d with %d bytes (the first %d sent: %v), want 200 with the first %d bytes sent",
+			status, len(got), len(got), strings.HasPrefix(sent, got), errorPeekBytes)
+	}
+	if n := body.n.Load(); n > aheadMax+errorPeekBytes+drainBytes {
+		t.Errorf("read %d bytes of a %d-byte answer that was not handed over; want at most %d", n, len(sent), aheadMax+errorPeekBytes+drainBytes)
+	}
+	if !body.closed.Load() {
+		t.Error("the upstream body of the kept answer was never closed")
+	}
+}

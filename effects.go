@@ -176,7 +176,8 @@ func (p *Pool) failed(l *lease, now time.Time) {
 }
 
 // Disable takes the key with the given name out of rotation until Enable.
-// Requests in flight on it finish normally.
+// Requests in flight on it finish normally; requests waiting for it are
+// served by the other keys.
 func (p *Pool) Disable(name string) error {
 	k, err := p.snap.Load().key(name)
 	if err != nil {
@@ -184,6 +185,7 @@ func (p *Pool) Disable(name string) error {
 	}
 	k.offUntil.Store(disabledForever)
 	p.shareBlock(k, RefusedKeyDisabled, disabledForever)
+	p.wake() // waiters that needed it may be failed or served elsewhere now
 	p.changed(k, StateEvent{State: StateDisabled, Until: time.Unix(0, disabledForever), Cause: "Pool.Disable"})
 	return nil
 }

@@ -420,3 +420,20 @@ func TestUnexplainedBare429sPauseOnlyAfterARun(t *testing.T) {
 		c.Advance(want)
 	}
 }
+
+// Disabling the key a waiter at the head of the queue needed runs the
+// queue again at once, as removing it does: the waiter behind, which
+// another key can serve, is served.
+func TestDisableLetsWaitersThrough(t *testing.T) {
+	p, bigDone, smallDone := queueBehindKeyA(t)
+	if err := p.Disable("a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.nwait.Load(); n != 0 {
+		t.Fatalf("%d waiter(s) still queued after the key the first one needed was disabled; key b can serve the second now", n)
+	}
+	if err := <-bigDone; !errors.Is(err, ErrWaitTimeout) {
+		t.Errorf("big waiter: %v, want ErrWaitTimeout (b frees up too late)", err)
+	}
+	(<-smallDone).release()
+}

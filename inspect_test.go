@@ -3,13 +3,16 @@ package keypool
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
@@ -259,5 +262,59 @@ func TestCallerCancelWhileAwaitingContentBlamesNoKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// stalledStream is a stream body that sends one keep-alive comment, then
+// nothing until it is closed.
+type stalledStream struct {
+	sent   bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (s *stalledStream) Read(p []byte) (int, error) {
+	if !s.sent {
+		s.sent = true
+		return copy(p, ": keep-alive\n\n"), nil
+	}
+	<-s.closed
+	return 0, errors.New("read on a closed stream")
+}
+
+func (s *stalledStream) Close() error {
+	s.once.Do(func() { close(s.closed) })
+	return nil
+}
+
+// When every attempt's stream sends nothing but keep-alives past
+// WithFirstTokenTimeout, the request's error says so: errors.Is(err,
+// ErrFirstTokenTimeout), as the errors documentation promises.
+func TestEveryStreamTimingOutIsErrFirstTokenTimeout(t *testing.T) {
+	inVirtualTime(t, testEveryStreamTimingOutIsErrFirstTokenTimeout)
+}
+
+func testEveryStreamTimingOutIsErrFirstTokenTimeout(t *testing.T) {
+	var sent atomic.Int32
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		io.Copy(io.Discard, req.Body)
+		sent.Add(1)
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
+			Body: &stalledStream{closed: make(chan struct{})}, ContentLength: -1, Request: req}, nil
+	})
+	p := newRealClockPool(t, keysOf("sk-a", "sk-b"))
+	tr := NewTransport(p, WithBase(base), WithFirstTokenTimeout(time.Second), WithMaxAttempts(2),
+		WithBackoff(func() backoff.BackOff { return &backoff.ZeroBackOff{} }))
+	resp, err := post(t, tr, "http://api.example.test", `{"model":"m","stream":true}`)
+	if err == nil {
+		readAll(t, resp)
+		t.Fatalf("got %d after %d attempts, want an error", resp.StatusCode, sent.Load())
+	}
+	if !errors.Is(err, ErrFirstTokenTimeout) {
+		t.Errorf("err = %v (after %d attempts), want one matching ErrFirstTokenTimeout", err, sent.Load())
+	}
+	t.Logf("%d attempts: %v", sent.Load(), err)
+	if sent.Load() < 2 {
+		t.Errorf("%d attempt(s), want the stream tried on both keys", sent.Load())
 	}
 }

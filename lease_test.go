@@ -147,3 +147,46 @@ func TestBodyReadAfterAndDuringClose(t *testing.T) {
 		t.Errorf("%d in flight after every body was closed", st.InFlight)
 	}
 }
+
+// tpmHeld is what the TPM bucket of p's first key holds.
+func tpmHeld(p *Pool) float64 {
+	b := p.snap.Load().keys[0].account.budgets.tpm.Load()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tokens
+}
+
+// A 2xx answer without usage settles its TPM reservation to the
+// documented estimate (README, "Adaptive limits, tokens and streams"):
+// prompt bytes / 4 plus max_tokens, or 256 when the request sets none.
+// The reservation is kept, not given back. An answer with usage settles
+// to it instead.
+func TestAnswerWithoutUsageKeepsTheEstimate(t *testing.T) {
+	const withMax = `{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"hello there"}]}`
+	const noMax = `{"model":"m","messages":[{"role":"user","content":"hello there"}]}`
+	for _, tt := range []struct {
+		name, request, answer string
+		used                  int
+	}{
+		{"no usage, max_tokens", withMax, `{"id":"x","choices":[]}`, len(withMax)/4 + 100},
+		{"no usage, no max_tokens", noMax, `{"id":"x","choices":[]}`, len(noMax)/4 + 256},
+		{"usage", withMax, `{"id":"x","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`, 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				io.Copy(io.Discard, req.Body)
+				return jsonAnswer(200, tt.answer), nil
+			})
+			tr, p, _ := newFakeClockTransport(t, []Key{{Secret: "sk-a", TPM: 10000}}, base, nil)
+			proveAll(p)
+			status, _, err := postTo(t, tr, "application/json", tt.request)
+			if err != nil || status != 200 {
+				t.Fatalf("%d %v", status, err)
+			}
+			// The pool's clock stands still: the bucket refills nothing.
+			if got, want := tpmHeld(p), float64(10000-tt.used); got != want {
+				t.Errorf("TPM bucket holds %v after the answer, want %v (%d tokens used)", got, want, tt.used)
+			}
+		})
+	}
+}

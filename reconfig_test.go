@@ -211,3 +211,52 @@ func TestSetWeightAndSetLimitsNeverEchoASecret(t *testing.T) {
 		}
 	}
 }
+
+// queueBehindKeyA builds a pool where a request for 1500 tokens waits
+// for key "a" (TPM 6000, empty: 15 s) because key "b" (TPM 600, holding
+// 100) cannot give it 600 within WithMaxWait (50 s > 30 s), and a request
+// for 50 tokens, which b could serve now, waits behind it in arrival
+// order. Nothing moves the pool's clock.
+func queueBehindKeyA(t *testing.T) (p *Pool, bigDone chan error, smallDone chan *lease) {
+	t.Helper()
+	p, c := newFakeClockPool(t, []Key{{Name: "a", Secret: "sk-a", TPM: 6000}, {Name: "b", Secret: "sk-b", TPM: 600}},
+		WithMaxWait(30*time.Second), WithAdaptiveLimits(false))
+	proveAll(p)
+	s := p.snap.Load()
+	s.byName["a"].account.budgets.tpm.Load().take(c.Now(), 6000)
+	s.byName["b"].account.budgets.tpm.Load().take(c.Now(), 500)
+	bigDone, smallDone = queueBigThenSmall(t, p, context.Background(), 1500, 50, func() {})
+	return p, bigDone, smallDone
+}
+
+// Removing the key a waiter at the head of the queue needed, or changing
+// limits, runs the queue again at once: a waiter another key can serve
+// is served, and one no key can serve in time fails now.
+func TestReconfigurationLetsWaitersThrough(t *testing.T) {
+	t.Run("Remove", func(t *testing.T) {
+		p, bigDone, smallDone := queueBehindKeyA(t)
+		if err := p.Remove("a"); err != nil {
+			t.Fatal(err)
+		}
+		if n := p.nwait.Load(); n != 0 {
+			t.Fatalf("%d waiter(s) still queued after the key the first one needed was removed; key b can serve the second now", n)
+		}
+		if err := <-bigDone; !errors.Is(err, ErrWaitTimeout) {
+			t.Errorf("big waiter: %v, want ErrWaitTimeout (b frees up too late)", err)
+		}
+		(<-smallDone).release()
+	})
+	t.Run("SetLimits", func(t *testing.T) {
+		p, bigDone, smallDone := queueBehindKeyA(t)
+		if err := p.SetLimits("a", Limits{TPM: 3000}); err != nil { // a new budget, full
+			t.Fatal(err)
+		}
+		if n := p.nwait.Load(); n != 0 {
+			t.Fatalf("%d waiter(s) still queued after key a's TPM was raised; it can serve both now", n)
+		}
+		if err := <-bigDone; err != nil {
+			t.Errorf("big waiter: %v", err)
+		}
+		(<-smallDone).release()
+	})
+}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +100,44 @@ func TestModelFoundDespiteOddNumbers(t *testing.T) {
 		if m := parseRequestMeta([]byte(body)); m.Model != "m1" || m.Tokens <= 0 {
 			t.Errorf("parseRequestMeta(%s) = %+v, want model m1 and a positive estimate", body, m)
 		}
+	}
+}
+
+// go-openai's CreateFile, a multipart upload read from a file, reserves
+// no tokens on a TPM-limited key: the bucket is full while the upload is
+// at the upstream and after its answer, which carries no usage.
+func TestCreateFileReservesNoTokens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data.jsonl")
+	if err := os.WriteFile(path, []byte(strings.Repeat(`{"prompt":"x","completion":"y"}`+"\n", 1<<15)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var p *Pool
+	var during float64
+	var uploaded int64
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) { // on the caller's goroutine
+		uploaded, _ = io.Copy(io.Discard, req.Body)
+		during = tpmHeld(p)
+		return jsonAnswer(200, `{"id":"file-1","object":"file","bytes":1048576,"created_at":1,"filename":"data.jsonl","purpose":"fine-tune"}`), nil
+	})
+	tr, p, _ := newFakeClockTransport(t, []Key{{Secret: "sk-a", TPM: 20000}}, base, nil)
+	proveAll(p)
+	cfg := openai.DefaultConfig("placeholder")
+	cfg.BaseURL = "https://api.example.test/v1"
+	cfg.HTTPClient = &http.Client{Transport: tr}
+	client := openai.NewClientWithConfig(cfg)
+	if _, err := client.CreateFile(context.Background(), openai.FileRequest{
+		FileName: "data.jsonl", FilePath: path, Purpose: string(openai.PurposeFineTune),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if uploaded < 1<<20 {
+		t.Fatalf("the upstream got %d bytes, want the whole upload", uploaded)
+	}
+	// The pool's clock stands still: a full bucket took nothing.
+	if during != 20000 {
+		t.Errorf("the TPM bucket held %v while the upload was at the upstream, want 20000 (nothing reserved)", during)
+	}
+	if got := tpmHeld(p); got != 20000 {
+		t.Errorf("the TPM bucket holds %v after the upload, want 20000", got)
 	}
 }

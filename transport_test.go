@@ -281,3 +281,37 @@ func TestHugeMaxAttempts(t *testing.T) {
 		t.Errorf("got %d after %d attempt(s); a 503 with another key free was not retried", resp.StatusCode, len(s.seenCopy()))
 	}
 }
+
+// 429s are not charged to WithMaxAttempts, but they stop at the ceiling
+// the package documentation states, four times WithMaxAttempts
+// attempts in all (attemptsCeiling): a key that
+// answers 429 for ever, each time with a retry hint of a millisecond,
+// gets exactly that many, and the caller gets the last 429.
+func TestRateLimitedAttemptsStopAtTheCeiling(t *testing.T) {
+	inVirtualTime(t, testRateLimitedAttemptsStopAtTheCeiling)
+}
+
+func testRateLimitedAttemptsStopAtTheCeiling(t *testing.T) {
+	const maxAttempts = 3
+	var sent atomic.Int32
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		io.Copy(io.Discard, req.Body)
+		n := sent.Add(1)
+		return jsonAnswer(429, fmt.Sprintf(`{"error":{"message":"slow down, #%d"}}`, n), "Retry-After", "0", "Retry-After-Ms", "1"), nil
+	})
+	p := newRealClockPool(t, keysOf("sk-a"))
+	proveAll(p)
+	tr := NewTransport(p, WithBase(base), WithMaxAttempts(maxAttempts),
+		WithBackoff(func() backoff.BackOff { return &backoff.ZeroBackOff{} }))
+	status, body, err := postTo(t, tr, "application/json", chatBody)
+	if err != nil {
+		t.Fatalf("err = %v, want the last 429", err)
+	}
+	const want = 4 * maxAttempts
+	if n := int(sent.Load()); n != want {
+		t.Errorf("%d attempts, want %d (4 × WithMaxAttempts %d)", n, want, maxAttempts)
+	}
+	if wantBody := fmt.Sprintf("#%d\"", want); status != 429 || !strings.Contains(body, wantBody) {
+		t.Errorf("got %d %q, want the last 429 (%s)", status, body, wantBody)
+	}
+}

@@ -224,3 +224,90 @@ func TestDeadlineShortOfCooldownIsDeadlineExceeded(t *testing.T) {
 			err, os.IsTimeout(err), errors.Is(err, context.DeadlineExceeded))
 	}
 }
+
+// queueBigThenSmall puts two waiters in p's queue, in this order: one
+// for big tokens, with ctx, and one for small tokens behind it; between
+// runs once the first is queued. It returns what each one's acquire
+// returns.
+func queueBigThenSmall(t *testing.T, p *Pool, ctx context.Context, big, small int, between func()) (bigDone chan error, smallDone chan *lease) {
+	t.Helper()
+	bigDone, smallDone = make(chan error, 1), make(chan *lease, 1)
+	go func() {
+		l, err := acquireFor(p, ctx, &acquireRequest{tokens: big})
+		if l != nil {
+			l.release()
+		}
+		bigDone <- err
+	}()
+	waitFor(t, func() bool { return p.nwait.Load() == 1 })
+	between()
+	go func() {
+		l, err := acquireFor(p, context.Background(), &acquireRequest{tokens: small})
+		if err != nil {
+			t.Errorf("small waiter: %v", err)
+		}
+		smallDone <- l
+	}()
+	waitFor(t, func() bool { return p.nwait.Load() == 2 })
+	return bigDone, smallDone
+}
+
+// holdBusyAndShort leaves p's two keys, "a" (TPM 2000) and "b"
+// (MaxConcurrent 1), with a holding 100 tokens and b's only slot held.
+// A request for 1500 tokens then waits for both, and is never failed
+// early (b is only busy); one for 50 would fit a now.
+func holdBusyAndShort(t *testing.T, p *Pool) {
+	t.Helper()
+	proveAll(p)
+	// Two requests of 1900 tokens: whichever key the first takes, the
+	// second takes the other.
+	held := []*lease{mustAcquire(t, p, &acquireRequest{tokens: 1900}), mustAcquire(t, p, &acquireRequest{tokens: 1900})}
+	t.Cleanup(func() {
+		for _, l := range held {
+			l.release()
+		}
+	})
+	if st := p.Stats(); st[0].InFlight != 1 || st[1].InFlight != 1 {
+		t.Fatalf("setup: in flight %d and %d, want 1 and 1", st[0].InFlight, st[1].InFlight)
+	}
+}
+
+// A waiter that leaves the queue at its deadline, its context's or the
+// pool's maximum wait, lets the smaller one behind it through at once,
+// without waiting for any timer of the queue.
+func TestWaiterLeavingAtItsDeadlineLetsTheNextOneThrough(t *testing.T) {
+	keys := []Key{{Name: "a", Secret: "sk-a", TPM: 2000, MaxConcurrent: 10}, {Name: "b", Secret: "sk-b", MaxConcurrent: 1}}
+	t.Run("WithMaxWait", func(t *testing.T) {
+		p, c := newFakeClockPool(t, keys, WithMaxWait(10*time.Second), WithAdaptiveLimits(false))
+		holdBusyAndShort(t, p)
+		// The small one comes 5 s later: its own wait ends later.
+		bigDone, smallDone := queueBigThenSmall(t, p, context.Background(), 1500, 50, func() { c.Advance(5 * time.Second) })
+		c.Advance(5 * time.Second) // the big one's maximum wait ends; a still lacks its 1500 tokens
+		if err := <-bigDone; !errors.Is(err, ErrWaitTimeout) {
+			t.Fatalf("big waiter: %v, want ErrWaitTimeout", err)
+		}
+		if n := p.nwait.Load(); n != 0 {
+			t.Fatalf("%d waiter(s) still queued after the one ahead left at its maximum wait, though key a could serve them", n)
+		}
+		(<-smallDone).release()
+	})
+	t.Run("context deadline", func(t *testing.T) {
+		inVirtualTime(t, func(t *testing.T) {
+			p := newRealClockPool(t, keys, WithAdaptiveLimits(false))
+			holdBusyAndShort(t, p)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			bigDone, smallDone := queueBigThenSmall(t, p, ctx, 1500, 50, func() {})
+			// Every goroutine now waits: virtual time runs on to the big
+			// one's deadline. The queue's polls meanwhile serve no one:
+			// the big one is first and does not fit.
+			if err := <-bigDone; !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("big waiter: %v, want context.DeadlineExceeded", err)
+			}
+			if n := p.nwait.Load(); n != 0 {
+				t.Fatalf("%d waiter(s) still queued after the one ahead left at its deadline, though key a could serve them", n)
+			}
+			(<-smallDone).release()
+		})
+	})
+}
