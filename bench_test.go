@@ -15,7 +15,10 @@ import (
 	"github.com/keypool/keypool/internal/fakeupstream"
 )
 
-var stubHeader = http.Header{"Content-Type": {"application/json"}}
+// stubContentType is the stub's one header value, shared: the header
+// map itself is made per response, as a real transport makes it, since
+// keypool adds its own headers to the response it returns.
+var stubContentType = []string{"application/json"}
 
 // emptyBody is a body that reads as empty and can be reused; NoBody
 // would make keypool release the lease before the caller closes.
@@ -32,7 +35,9 @@ func (stubBodyBase) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		req.Body.Close()
 	}
-	return &http.Response{StatusCode: 200, Header: stubHeader, Body: emptyBody{}, Request: req}, nil
+	h := make(http.Header, 4)
+	h["Content-Type"] = stubContentType
+	return &http.Response{StatusCode: 200, Header: h, Body: emptyBody{}, Request: req}, nil
 }
 
 func benchKeys(n int) []Key {
