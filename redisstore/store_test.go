@@ -139,6 +139,24 @@ func TestStore(t *testing.T) {
 		}
 	})
 
+	t.Run("tpm", func(t *testing.T) {
+		// A minute's 1,000 tokens: 600 reserved leave too few for 600
+		// more, until the first request's usage gives back 500.
+		if got := take("t1", 0, 0, 1000, 600); !got.OK {
+			t.Fatalf("first reservation refused: %+v", got)
+		}
+		if got := take("t2", 0, 0, 1000, 600); got.OK || got.Why != keypool.RefusedBudget || got.Until.IsZero() {
+			t.Fatalf("second reservation: %+v, want refused for the budget, with a time", got)
+		}
+		if _, err := s.Release(ctx, "a:acme", "t1", 500); err != nil {
+			t.Fatal(err)
+		}
+		if got := take("t3", 0, 0, 1000, 600); !got.OK {
+			t.Errorf("after 500 tokens came back: %+v, want the reservation", got)
+		}
+		s.Release(ctx, "a:acme", "t3", 0)
+	})
+
 	t.Run("blocks", func(t *testing.T) {
 		for _, b := range []struct {
 			what keypool.StoreRefusal
