@@ -144,7 +144,10 @@ func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 	}
 	if got.OK {
 		l.storeLease, l.sharedInFlight = t.Lease, int64(got.InFlight)
-		l.renewEvery = max(got.LeaseTime/3, time.Second)
+		// Every third of the lease, so that a renewal may fail or be
+		// late twice before the slot lapses. (A floor of a second, as
+		// before, renewed a one-second lease only as it expired.)
+		l.renewEvery = max(got.LeaseTime/3, 100*time.Millisecond)
 		return true
 	}
 	until := got.Until.UnixNano()

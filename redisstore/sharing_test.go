@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keypool/keypool"
 	"github.com/keypool/keypool/internal/fakeupstream"
@@ -174,5 +177,65 @@ func TestStartWithoutRedis(t *testing.T) {
 	}
 	if st := p.Stats()[0]; st.Shared {
 		t.Error("Stats says the key is shared while Redis cannot be reached")
+	}
+}
+
+// A stream that outlives the lease time keeps its slot: its replica
+// renews the lease while the caller reads. Another replica's request for
+// the account's one slot waits until the stream ends; the provider never
+// has two in flight.
+func TestStreamOutlivingItsLeaseKeepsTheSlot(t *testing.T) {
+	r := startRedis(t)
+	const lease = time.Second
+	var inFlight, most atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for range 30 { // 3 s: three lease times
+			io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n")
+			w.(http.Flusher).Flush()
+			time.Sleep(lease / 10)
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	pool := func() *keypool.Pool {
+		rdb := redisClient(r.Addr)
+		store := New(rdb, WithPrefix("stream:"), WithLeaseTime(lease))
+		t.Cleanup(func() { store.Close(); rdb.Close() })
+		p, err := keypool.New([]keypool.Key{{Secret: goodSecret, MaxConcurrent: 1}}, keypool.WithStore(store))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b := pool(), pool()
+	stream := func(p *keypool.Pool) error {
+		client := &http.Client{Transport: keypool.NewTransport(p, keypool.WithBase(srv.Client().Transport))}
+		resp, err := client.Post(srv.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"deepseek-chat","stream":true,"messages":[]}`))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- stream(a) }()
+	for inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := stream(b); err != nil { // waits for a's stream, then streams
+		t.Fatalf("replica B: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("replica A: %v", err)
+	}
+	if m := most.Load(); m != 1 {
+		t.Errorf("the provider had %d streams in flight at once on an account of 1: the lease lapsed under a stream", m)
 	}
 }
