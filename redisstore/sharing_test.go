@@ -239,3 +239,45 @@ func TestStreamOutlivingItsLeaseKeepsTheSlot(t *testing.T) {
 		t.Errorf("the provider had %d streams in flight at once on an account of 1: the lease lapsed under a stream", m)
 	}
 }
+
+// A Redis that is slow rather than down (paused for 2 s, far over the
+// store's 100 ms command timeout) fails no request: the pool keeps to its
+// own limits and says so, and rejoins once Redis answers again.
+func TestSlowRedisFailsNoRequest(t *testing.T) {
+	r := startRedis(t)
+	if !r.Real() {
+		t.Skip("CLIENT PAUSE needs a real redis-server (KEYPOOL_REQUIRE_REDIS=1 makes a missing one a failure)")
+	}
+	sim := fakeupstream.NewInMemory(fakeupstream.Config{Keys: map[string]fakeupstream.Key{goodSecret: {}}})
+	defer sim.Close()
+	p := sharingPool(t, r.Addr, goodSecret)
+	send(t, p, sim)
+	if err := p.StoreErr(); err != nil {
+		t.Fatalf("before the pause: %v", err)
+	}
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer admin.Close()
+	if err := admin.Do(context.Background(), "CLIENT", "PAUSE", "2000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	for range 5 {
+		send(t, p, sim)
+	}
+	if err := p.StoreErr(); !errors.Is(err, keypool.ErrStoreUnavailable) {
+		t.Errorf("while Redis is paused: StoreErr() = %v, want ErrStoreUnavailable", err)
+	}
+	if time.Since(paused) > 2*time.Second {
+		t.Log("the requests outlasted the pause; the check above may have raced it")
+	}
+	// Back: a request after Redis answers again rejoins.
+	for deadline := time.Now().Add(30 * time.Second); p.StoreErr() != nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the pause, StoreErr() = %v", p.StoreErr())
+		}
+		send(t, p, sim)
+	}
+	if !p.Stats()[0].Shared {
+		t.Error("rejoined, but Stats says the key is not shared")
+	}
+}
