@@ -193,3 +193,36 @@ func TestStore(t *testing.T) {
 		}
 	})
 }
+
+// Redis Cluster runs a script only on keys of one slot: every key of an
+// account shares one hash tag, accounts get tags of their own, and a
+// prefix that would add braces is refused.
+func TestAccountKeysShareAHashTag(t *testing.T) {
+	s := New(redisClient(freeAddr(t)), WithPrefix("p:"))
+	tag := func(key string) string {
+		i, j := strings.IndexByte(key, '{'), strings.IndexByte(key, '}')
+		if i < 0 || j < i || strings.Count(key, "{") != 1 {
+			t.Fatalf("%q has no single hash tag", key)
+		}
+		return key[i : j+1]
+	}
+	seen := map[string]string{}
+	for _, account := range []string{"a:acme", "k:s:0123456789abcdef", "a:other"} {
+		keys := s.keys(account)
+		for _, k := range keys[1:] {
+			if tag(k) != tag(keys[0]) {
+				t.Errorf("%s: %q and %q have different hash tags", account, keys[0], k)
+			}
+		}
+		if other, ok := seen[tag(keys[0])]; ok {
+			t.Errorf("%s and %s share a hash tag", account, other)
+		}
+		seen[tag(keys[0])] = account
+	}
+	defer func() {
+		if err, _ := recover().(error); !errors.Is(err, keypool.ErrInvalidConfig) {
+			t.Errorf("WithPrefix with braces: panic %v, want ErrInvalidConfig", err)
+		}
+	}()
+	New(redisClient(freeAddr(t)), WithPrefix("p{x}:"))
+}
