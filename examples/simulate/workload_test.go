@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keypool/keypool/internal/redistest"
 )
 
 func TestArrivalsArePoissonAndRepeatable(t *testing.T) {
@@ -222,4 +224,27 @@ func TestReplicasShareTheCaps(t *testing.T) {
 		}
 	}
 	t.Errorf("no %q row in %v", replicasName(3, true), rep.Config.Scenarios)
+}
+
+// -redis ADDR makes the replicas share a real redis-server instead of the
+// embedded one; the sharing row keeps the caps all the same.
+func TestReplicasShareARealRedis(t *testing.T) {
+	t.Parallel() // in real time, as above
+	r := redistest.Start(t)
+	if !r.Real() {
+		t.Skip("no redis-server: -redis needs a real one (KEYPOOL_REQUIRE_REDIS=1 makes this a failure)")
+	}
+	rep := runJSON(t, append(append([]string{}, quick...), "-replicas", "2", "-duration", "300ms", "-redis", r.Addr)...)
+	if rep.Config.Redis != r.Addr {
+		t.Errorf("the run's config names Redis %q, want %q", rep.Config.Redis, r.Addr)
+	}
+	for _, res := range rep.Results {
+		if res.Name == replicasName(2, true) {
+			if res.Upstream429 != 0 || res.Failed != 0 {
+				t.Errorf("%s: %d upstream 429s, %d failed; want none", res.Name, res.Upstream429, res.Failed)
+			}
+			return
+		}
+	}
+	t.Errorf("no %q row", replicasName(2, true))
 }
