@@ -151,8 +151,16 @@ func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 	switch got.Why {
 	case RefusedSlots:
 		storeLater(&a.standing.sharedUntil, sh.clock.Now().Add(sharedPoll).UnixNano())
-	case RefusedBudget, RefusedCooling:
+	case RefusedBudget:
 		storeLater(&a.standing.sharedUntil, until)
+	case RefusedCooling:
+		// Another replica's provider asked the account to rest: it cools
+		// here too, and says so in Stats, as after a 429 of its own. A
+		// release elsewhere does not end it, as it ends a sharedUntil.
+		if a.standing.cooldownUntil() < until {
+			storeLater(&a.standing.coolUntil, until)
+			l.pool.accountChanged(k, StateEvent{State: StateCooling, Until: got.Until, Cause: "cooling down in another replica, through the store"})
+		}
 	case RefusedAccountDisabled:
 		if a.standing.disabledUntil() < until {
 			a.standing.disable(until)
