@@ -144,7 +144,12 @@ func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 	}
 	if got.OK {
 		l.storeLease, l.sharedInFlight = t.Lease, int64(got.InFlight)
-		l.renewEvery = max(got.LeaseTime/3, time.Second)
+		// Every third of the lease time, not less often: a renewal due
+		// after the lease expired finds it gone once any replica took.
+		l.renewEvery = got.LeaseTime / 3
+		if l.renewEvery <= 0 {
+			l.renewEvery = time.Second // the store did not say
+		}
 		return true
 	}
 	until := got.Until.UnixNano()
