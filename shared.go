@@ -150,6 +150,9 @@ func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 		if l.renewEvery <= 0 {
 			l.renewEvery = time.Second // the store did not say
 		}
+		// From now, not from the answer: the provider may take longer
+		// than the lease time to send its headers.
+		l.keepAlive()
 		return true
 	}
 	until := got.Until.UnixNano()

@@ -1,7 +1,6 @@
 package redisstore
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,34 +12,58 @@ import (
 	"github.com/keypool/keypool"
 )
 
-// A stream that outlives the store's lease time keeps its slot: pool a
-// streams on an account of one slot while the upstream holds the stream
-// open for three lease times of the shortest allowed, and pool b, sharing
-// the store, keeps asking. Its requests go to a spare key below the
+// A request that outlives the store's lease time keeps its slot: pool a
+// sends on an account of one slot while the upstream holds the request
+// for three lease times of the shortest allowed, and pool b, sharing the
+// store, keeps asking. Its requests go to a spare key below the
 // account's, never to the account's, which never has two in flight; once
-// the stream ends the slot is free and b's requests get it.
+// the request ends the slot is free and b's requests get it.
+//
+// The upstream holds either a stream open after its first event, or the
+// answer's headers, as a provider does with a long answer that is not
+// streamed or with a stream in its queue.
 func TestStreamKeepsItsSlotPastTheLeaseTime(t *testing.T) {
 	r := startRedis(t)
-	const account, spare = "sk-stream-account-Hv6Kq3Zx", "sk-stream-spare-Jt9Bw2Mc"
+	for _, headersLate := range []bool{false, true} {
+		name := "stream held open"
+		if headersLate {
+			name = "headers held"
+		}
+		t.Run(name, func(t *testing.T) {
+			testLongRequestKeepsItsSlot(t, r, headersLate)
+		})
+	}
+}
+
+func testLongRequestKeepsItsSlot(t *testing.T, r *testRedis, headersLate bool) {
+	account := "sk-stream-account-Hv6Kq3Zx" + fmt.Sprint(headersLate)
+	spare := "sk-stream-spare-Jt9Bw2Mc" + fmt.Sprint(headersLate)
+	prefix := fmt.Sprintf("stream-%v:", headersLate)
 	const lease = time.Second // the least WithLeaseTime allows
 	hold := make(chan struct{})
 	u := startUpstream(t, func(secret string, _ int, w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.Header.Get("X-Test"), "stream") {
+		if r.Header.Get("X-Test") != "long" {
 			return
 		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\"}}]}\n\n")
-		w.(http.Flusher).Flush()
+		if !headersLate {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\"}}]}\n\n")
+			w.(http.Flusher).Flush()
+		}
 		select {
 		case <-hold:
 		case <-r.Context().Done():
 			return
 		}
-		io.WriteString(w, "data: [DONE]\n\n")
+		if headersLate {
+			io.WriteString(w, okAnswer)
+		} else {
+			io.WriteString(w, "data: [DONE]\n\n")
+		}
 	})
 	newStorePool := func() (*keypool.Pool, *http.Client) {
-		store := New(r.client(t), WithPrefix("stream:"), WithLeaseTime(lease))
+		store := New(r.client(t), WithPrefix(prefix), WithLeaseTime(lease))
 		t.Cleanup(func() { store.Close() })
 		return newPool(t, store, []keypool.Key{
 			{Secret: account, Name: "acme", Account: "acme", MaxConcurrent: 1, Priority: 1},
@@ -50,27 +73,34 @@ func TestStreamKeepsItsSlotPastTheLeaseTime(t *testing.T) {
 	_, clientA := newStorePool()
 	b, clientB := newStorePool()
 
-	req, _ := http.NewRequest(http.MethodPost, u.URL+"/v1/chat/completions",
-		strings.NewReader(`{"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
-	req.Header.Set("X-Test", "stream")
+	// a's request, read to its end once the upstream lets it go.
 	began := time.Now()
-	resp, err := clientA.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	first, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || !strings.HasPrefix(first, "data: ") {
-		t.Fatalf("the stream's first line: %q, %v", first, err)
-	}
-	if got := u.count(account); got != 1 {
-		t.Fatalf("the stream went elsewhere: the account's key got %d requests", got)
+	longDone := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, u.URL+"/v1/chat/completions",
+			strings.NewReader(`{"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("X-Test", "long")
+		resp, err := clientA.Do(req)
+		if err != nil {
+			longDone <- err
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "choices")) {
+			err = fmt.Errorf("HTTP %d: %q", resp.StatusCode, body)
+		}
+		longDone <- err
+	}()
+	waitFor(t, "a's request upstream", func() bool { return u.count(account) == 1 })
+	if got := u.count(spare); got != 0 {
+		t.Fatalf("a's request went to the spare key too: %d requests", got)
 	}
 
 	// Three lease times, b asking all along, and a third replica asking
 	// the store itself without pause, as b does only every so often: a
 	// lease renewed late is lost in a moment.
-	probe := New(r.client(t), WithPrefix("stream:"), WithLeaseTime(lease))
+	probe := New(r.client(t), WithPrefix(prefix), WithLeaseTime(lease))
 	stop := make(chan struct{})
 	probed := make(chan []string)
 	var taken int
@@ -88,7 +118,7 @@ func TestStreamKeepsItsSlotPastTheLeaseTime(t *testing.T) {
 			took, err := probe.Take(ctx, keypool.StoreTake{Account: "a:acme", Key: "k", Lease: lease, Limit: 1})
 			if err == nil && took.OK {
 				if len(got) < 5 {
-					got = append(got, fmt.Sprintf("%v after the stream began", time.Since(began).Round(time.Millisecond)))
+					got = append(got, fmt.Sprintf("%v after a's request began", time.Since(began).Round(time.Millisecond)))
 				}
 				taken++
 				probe.Release(ctx, "a:acme", lease, 0)
@@ -100,13 +130,13 @@ func TestStreamKeepsItsSlotPastTheLeaseTime(t *testing.T) {
 	for start := time.Now(); time.Since(start) < 3*lease+lease/2; sent++ {
 		mustSend(t, clientB, u)
 	}
-	t.Logf("b sent %d requests while the stream was open", sent)
 	close(stop)
 	if got := <-probed; len(got) > 0 {
-		t.Errorf("another replica got the streaming account's only slot %d times, first %v", taken, got)
+		t.Errorf("another replica got the account's only slot %d times while a's request held it, first %v", taken, got)
 	}
+	t.Logf("b sent %d requests while a's was open", sent)
 	if got := u.count(account); got != 1 {
-		t.Errorf("b got the streaming account's slot: its key got %d requests while the stream held its only slot", got-1)
+		t.Errorf("b got the account's slot: its key got %d requests while a's request held its only slot", got-1)
 	}
 	if got := u.maxInFlight(account); got > 1 {
 		t.Errorf("the account had %d requests in flight, over its 1", got)
@@ -116,11 +146,10 @@ func TestStreamKeepsItsSlotPastTheLeaseTime(t *testing.T) {
 	}
 
 	close(hold)
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		t.Fatalf("the stream's end: %v", err)
+	if err := <-longDone; err != nil {
+		t.Fatalf("a's request: %v", err)
 	}
-	resp.Body.Close()
-	waitFor(t, "b's request on the account after the stream ended", func() bool {
+	waitFor(t, "b's request on the account after a's ended", func() bool {
 		mustSend(t, clientB, u)
 		return u.count(account) > 1
 	})
