@@ -34,7 +34,6 @@ func (c *call) handOver(a *attempt) *http.Response {
 		return resp
 	}
 	l.attach(resp)
-	l.keepAlive()
 	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// An upgraded connection: net/http promises a body the client
 		// can write to. It keeps its slot until closed, like a stream.

@@ -154,8 +154,9 @@ func (l *lease) release() {
 	l.pool.wake()
 }
 
-// keepAlive renews the lease's slot in the store while its answer is
-// read, so that a stream that outlives the store's lease time keeps it.
+// keepAlive renews the lease's slot in the store from when the store
+// grants it until the lease is released, so that a request whose answer
+// comes, or is read, for longer than the store's lease time keeps it.
 func (l *lease) keepAlive() {
 	if l.storeLease == "" {
 		return

@@ -144,18 +144,32 @@ func (sh *shared) confirm(ctx context.Context, l *lease) bool {
 	}
 	if got.OK {
 		l.storeLease, l.sharedInFlight = t.Lease, int64(got.InFlight)
-		// Every third of the lease, so that a renewal may fail or be
-		// late twice before the slot lapses. (A floor of a second, as
-		// before, renewed a one-second lease only as it expired.)
-		l.renewEvery = max(got.LeaseTime/3, 100*time.Millisecond)
+		// Every third of the lease time, so that a renewal may fail or
+		// be late twice before the slot lapses (a floor of a second
+		// renewed a one-second lease only as it expired).
+		l.renewEvery = got.LeaseTime / 3
+		if l.renewEvery <= 0 {
+			l.renewEvery = time.Second // the store did not say
+		}
+		// From now, not from the answer: the provider may take longer
+		// than the lease time to send its headers.
+		l.keepAlive()
 		return true
 	}
 	until := got.Until.UnixNano()
 	switch got.Why {
 	case RefusedSlots:
 		storeLater(&a.standing.sharedUntil, sh.clock.Now().Add(sharedPoll).UnixNano())
-	case RefusedBudget, RefusedCooling:
+	case RefusedBudget:
 		storeLater(&a.standing.sharedUntil, until)
+	case RefusedCooling:
+		// Another replica's provider asked the account to rest: it cools
+		// here too, and says so in Stats, as after a 429 of its own. A
+		// release elsewhere does not end it, as it ends a sharedUntil.
+		if a.standing.cooldownUntil() < until {
+			storeLater(&a.standing.coolUntil, until)
+			l.pool.accountChanged(k, StateEvent{State: StateCooling, Until: got.Until, Cause: "cooling down in another replica, through the store"})
+		}
 	case RefusedAccountDisabled:
 		if a.standing.disabledUntil() < until {
 			a.standing.disable(until)

@@ -20,8 +20,8 @@ import (
 // store. So a store only adds a check: a request the pool would send is
 // sent only if the store grants it a slot too (Take); the slot is given
 // back (Release) when the answer has been read, and kept alive (Renew)
-// while it is read for long. What one replica learns of an account or a
-// key (Block, SetLimit) holds for all of them at once.
+// meanwhile, every third of the lease time. What one replica learns of
+// an account or a key (Block, SetLimit) holds for all of them at once.
 //
 // Accounts are named by IDs derived from Key.Account, or for a key of
 // its own from a hash of its secret (see secretID), never by the secret
