@@ -92,8 +92,11 @@
 // traffic by weight. A lower tier gets a request only when no key of the
 // higher ones can serve it: every one is disabled, ejected or cooling
 // down, or does not serve its model, or the request already failed there
-// with a provider failure (5xx, a broken connection). WithSpillAfter
-// lets a request that waited that long for busy keys go lower too.
+// with a provider failure (5xx, a broken connection), or none of them
+// frees up before the request's wait ends. A request goes to a key it
+// has not tried, on any tier, before one it tried, so 429s or refusals
+// on every key of a tier move it on at once. WithSpillAfter lets a
+// request that waited that long for busy keys go lower too.
 // Traffic returns to the higher tier as soon as one of its keys can
 // serve: a cooldown ends, or an ejected key answers its probe. A second
 // provider's keys name the models their way (Key.ModelMap) and send

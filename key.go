@@ -54,8 +54,11 @@ type Key struct {
 	// first, and keys of one priority share traffic by weight. A lower
 	// priority gets a request only when no key of a higher one can serve
 	// it (every one is disabled, ejected, cooling down, or does not serve
-	// its model, or the request failed there with a provider failure), or
-	// when the request has waited WithSpillAfter for one. Traffic goes
+	// its model, or none frees up before the request's wait ends, or the
+	// request failed there with a provider failure or was refused by every
+	// one), or when the request has waited WithSpillAfter for one. A
+	// request goes to a key it has not tried, on any tier, before one it
+	// tried. Traffic goes
 	// back up as soon as a key of the higher priority can serve. The
 	// default, 0, is one tier for all.
 	Priority int

@@ -105,7 +105,9 @@ func WithEjection(failures int, d time.Duration) Option {
 // WithSpillAfter lets a request that has waited d for a key of its tier,
 // every one of which is busy or out of its RPM or TPM budget, go to a
 // lower tier (see Key.Priority). The default, 0, never spills because of
-// waiting: a lower tier then serves only when no key of a higher one can.
+// waiting: a lower tier then serves only when no key of a higher one can,
+// which includes a tier none of whose keys frees up before the request's
+// wait ends (WithMaxWait, or its context's deadline).
 func WithSpillAfter(d time.Duration) Option {
 	return func(c *poolConfig) error {
 		if d < 0 {
